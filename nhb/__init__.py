@@ -1,0 +1,12 @@
+"""nhb: joint neural-architecture and hyperparameter optimisation in JAX.
+
+Sub-packages (dependencies point one way, see DESIGN §1):
+  space   the shared pytree config encoding
+  data    CIFAR-10 loading, the official split, on-device augmentation and batching
+  models  Linen modules (cell_net, ...)
+  train   make_train(static) -> train(key, hparams, arch)
+  bench   NAS-HPO-Bench-II table store, builder, query API, surrogate
+  search  pure init/ask/tell strategies and a simulated-time runner
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Vendored third-party data (see each folder's README and licence)."""
