@@ -1,1 +1,47 @@
-"""nhb.models."""
+"""nhb.models: Linen modules (the NAS-HPO-Bench-II cell network and its layers)."""
+
+from nhb.models.cell_net import (
+    EDGE_TO_FROM,
+    OP_NAMES,
+    Cell,
+    CellNet,
+    cell_digits,
+    cell_net,
+    check_ops,
+    conv_edges_of,
+    init_cell_net,
+    param_count,
+    reference_param_count,
+)
+from nhb.models.layers import (
+    ReLUConvBN,
+    ResNetReduction,
+    TorchBatchNorm,
+    TorchConv,
+    TorchDense,
+    avg_pool3x3,
+    torch_bias_init,
+    torch_kernel_init,
+)
+
+__all__ = [
+    "EDGE_TO_FROM",
+    "OP_NAMES",
+    "Cell",
+    "CellNet",
+    "ReLUConvBN",
+    "ResNetReduction",
+    "TorchBatchNorm",
+    "TorchConv",
+    "TorchDense",
+    "avg_pool3x3",
+    "cell_digits",
+    "cell_net",
+    "check_ops",
+    "conv_edges_of",
+    "init_cell_net",
+    "param_count",
+    "reference_param_count",
+    "torch_bias_init",
+    "torch_kernel_init",
+]

@@ -1,0 +1,245 @@
+"""PyTorch-faithful Linen building blocks (NHWC) for the NAS-HPO-Bench-II network.
+
+The reference is the authors' PyTorch training code (NAS-Bench-201's). Everything here
+reproduces PyTorch's defaults: kaiming-uniform(a=sqrt(5)) weights, U(-1/sqrt(fan_in),
+1/sqrt(fan_in)) biases, explicit symmetric padding, and `nn.BatchNorm2d` semantics
+(biased variance to normalise, unbiased variance for the running update).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Initializer = Any
+
+# PyTorch's default kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Initializer:
+    """PyTorch's default bias initialiser for conv / linear layers.
+
+    Args:
+        fan_in: input fan of the layer (in_channels * kh * kw, or in_features).
+
+    Returns:
+        A Flax initialiser drawing U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class TorchConv(nn.Module):
+    """`torch.nn.Conv2d` in NHWC with PyTorch's initialisation and symmetric padding.
+
+    Attributes:
+        features: output channels.
+        kernel_size: square kernel side.
+        stride: spatial stride.
+        padding: symmetric zero padding on each spatial side.
+        use_bias: whether the conv has a bias.
+    """
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Applies the convolution.
+
+        Args:
+            x: input [B, H, W, C_in].
+
+        Returns:
+            Output [B, H', W', features].
+        """
+        fan_in = x.shape[-1] * self.kernel_size * self.kernel_size
+        p = self.padding
+        return nn.Conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            strides=(self.stride, self.stride),
+            padding=((p, p), (p, p)),
+            use_bias=self.use_bias,
+            kernel_init=torch_kernel_init,
+            bias_init=torch_bias_init(fan_in),
+            name="conv",
+        )(x)
+
+
+class TorchDense(nn.Module):
+    """`torch.nn.Linear` with PyTorch's initialisation.
+
+    Attributes:
+        features: output features.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Applies the affine map.
+
+        Args:
+            x: input [..., in_features].
+
+        Returns:
+            Output [..., features].
+        """
+        return nn.Dense(
+            self.features,
+            kernel_init=torch_kernel_init,
+            bias_init=torch_bias_init(x.shape[-1]),
+            name="dense",
+        )(x)
+
+
+class TorchBatchNorm(nn.Module):
+    """`torch.nn.BatchNorm2d` semantics over the last (channel) axis.
+
+    Train mode normalises with the biased batch variance and updates
+    `running = (1 - momentum) * running + momentum * batch`, using the *unbiased* batch
+    variance (n / (n - 1)) for `var`. Eval mode uses the running statistics. Running
+    statistics are not updated while the module is being initialised, and a batch with no
+    valid examples leaves them unchanged.
+
+    Attributes:
+        momentum: PyTorch-style momentum (weight of the new batch statistic).
+        epsilon: added to the variance before the square root.
+    """
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
+        """Normalises `x`.
+
+        Args:
+            x: input [B, ..., C]; statistics are taken over every axis but the last.
+            train: use (and update) batch statistics if True, else the running ones.
+            mask: optional [B] bool/float marking the valid examples; in train mode only
+                those contribute to the batch statistics (n = valid examples x H x W).
+
+        Returns:
+            The normalised, affinely transformed `x` (same shape and dtype).
+        """
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+
+        xf = x.astype(jnp.float32)
+        if not train:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            if mask is None:
+                n = math.prod(x.shape[:-1])
+                mean = jnp.mean(xf, axis=axes)
+                var = jnp.mean(jnp.square(xf - mean), axis=axes)
+                unbiased = var * (n / max(n - 1, 1))
+                valid = True
+            else:
+                m = jnp.asarray(mask, jnp.float32).reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+                n = jnp.sum(m) * math.prod(x.shape[1:-1])
+                n_safe = jnp.maximum(n, 1.0)
+                mean = jnp.sum(xf * m, axis=axes) / n_safe
+                var = jnp.sum(m * jnp.square(xf - mean), axis=axes) / n_safe
+                unbiased = var * (n / jnp.maximum(n - 1.0, 1.0))
+                valid = n > 0
+            if not self.is_initializing():
+                new_mean = (1.0 - self.momentum) * ra_mean.value + self.momentum * mean
+                new_var = (1.0 - self.momentum) * ra_var.value + self.momentum * unbiased
+                ra_mean.value = jnp.where(valid, new_mean, ra_mean.value)
+                ra_var.value = jnp.where(valid, new_var, ra_var.value)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(x.dtype)
+
+
+def avg_pool3x3(x: Array) -> Array:
+    """`nn.AvgPool2d(3, stride=1, padding=1)` with PyTorch's count_include_pad=True.
+
+    Args:
+        x: input [B, H, W, C].
+
+    Returns:
+        Pooled output, same shape.
+    """
+    return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+                       count_include_pad=True)
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> Conv (PyTorch init) -> TorchBatchNorm, NB201's `ReLUConvBN`.
+
+    Attributes:
+        features: output channels.
+        stride: conv stride.
+        use_bias: conv bias (False inside cells, True in the reduction block).
+    """
+
+    features: int
+    stride: int = 1
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
+        """Applies ReLU-Conv3x3(pad 1)-BN.
+
+        Args:
+            x: input [B, H, W, C_in].
+            train: BN mode.
+            mask: optional [B] valid-example mask for BN statistics.
+
+        Returns:
+            Output [B, H / stride, W / stride, features].
+        """
+        y = TorchConv(self.features, 3, self.stride, 1, self.use_bias, name="conv")(nn.relu(x))
+        return TorchBatchNorm(name="bn")(y, train, mask)
+
+
+class ResNetReduction(nn.Module):
+    """NB201's `ResNetBasicblock` with stride 2, as used between stages.
+
+    branch = ReLU-Conv3x3/2(bias)-BN -> ReLU-Conv3x3(bias)-BN;
+    shortcut = AvgPool2x2/2 -> Conv1x1(bias); output = branch + shortcut.
+
+    Attributes:
+        features: output channels.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
+        """Applies the reduction block.
+
+        Args:
+            x: input [B, H, W, C_in] (H, W even).
+            train: BN mode.
+            mask: optional [B] valid-example mask for BN statistics.
+
+        Returns:
+            Output [B, H / 2, W / 2, features].
+        """
+        b = ReLUConvBN(self.features, stride=2, use_bias=True, name="conv_a")(x, train, mask)
+        b = ReLUConvBN(self.features, stride=1, use_bias=True, name="conv_b")(b, train, mask)
+        s = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        s = TorchConv(self.features, 1, 1, 0, True, name="shortcut")(s)
+        return b + s
