@@ -1,0 +1,258 @@
+"""Training a grid of NAS-HPO-Bench-II configs: grouping, execution modes and timing.
+
+Grouping (the choice behind "configs with different cells share compiled programs"): a
+compiled program is keyed by (batch size, conv-edge pattern, scale, epochs). The conv-edge
+pattern (which of the 6 edges are ReLU-Conv-BN; 2^6 = 64 patterns) fixes the parameter
+structure; the remaining edges' ops (pool / skip / zero) are traced inputs, so every cell of a
+pattern runs in the same program and no convolution FLOPs are spent on edges that are not
+convolutions; only the cheap pool and identity are evaluated under a select. The options we
+measured and rejected are in `benchmarks/train_throughput.py`'s notes: one program per cell
+(1011 compiles, each tens of seconds) and a masked supernet computing a conv on every edge
+(1.2-3.9x the FLOPs, DESIGN §8).
+
+Execution modes, identical up to float reassociation:
+* `"vmap"`: a group's members (cells x lrs x seeds) are one `jax.vmap`-ed program — convs
+  with per-member weights become grouped convolutions. The mode for GPUs.
+* `"sequential"`: one member at a time through the same single-config compiled functions;
+  on CPUs this is faster (DESIGN §8: vmapped grouped convs are 4-6x slower there).
+* `"auto"`: `"vmap"` on GPU/TPU backends, `"sequential"` on CPU.
+
+Time attribution: each phase (the SGD loop of an epoch, the validation pass, the test pass)
+is a separate call timed on the host after `block_until_ready`. In `"sequential"` mode that is
+each config's own time, as in the reference. In `"vmap"` mode the group's phase time is
+divided equally among its members: the amortised cost of that config on this device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from nhb.models.cell_net import conv_edges_of
+from nhb.space import nhb2
+from nhb.train.engine import HParams, TrainData, TrainStatic, make_train
+
+EXECUTION_MODES = ("auto", "vmap", "sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A network scale preset (channels per stage, normal cells per stage)."""
+
+    name: str
+    channels: tuple[int, int, int]
+    cells_per_stage: int
+
+
+SCALES = {
+    "paper": Scale("paper", (16, 32, 64), 5),
+    "small": Scale("small", (8, 16, 32), 2),
+    "tiny": Scale("tiny", (4, 8, 16), 1),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """Scale preset by name; raises ValueError naming the valid choices."""
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}; valid choices: {sorted(SCALES)}")
+    return SCALES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training run: a cell (op digits), learning rate and batch size values, a seed."""
+
+    cell: tuple[int, ...]
+    lr: float
+    batch_size: int
+    seed: int
+
+    @property
+    def code(self) -> str:
+        """The official cell code."""
+        return nhb2.to_string(nhb2.make(self.cell, 0, 0))
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Per-epoch metrics of one job (numpy arrays of length `epochs`; accuracies in %)."""
+
+    job: Job
+    metrics: dict[str, np.ndarray]
+    diverged: bool
+    mode: str
+    group_size: int
+
+
+def plan_groups(jobs: Sequence[Job], max_group: int | None = None) -> list[list[Job]]:
+    """Groups jobs that can share one compiled program: same batch size and conv pattern.
+
+    Args:
+        jobs: the jobs.
+        max_group: split groups into chunks of at most this many members (memory bound).
+
+    Returns:
+        Lists of jobs, in a deterministic order (by batch size, then pattern, then input order).
+    """
+    buckets: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        buckets.setdefault((job.batch_size, conv_edges_of(job.cell)), []).append(job)
+    groups = []
+    for key in sorted(buckets):
+        members = buckets[key]
+        step = max_group or len(members)
+        groups.extend(members[i:i + step] for i in range(0, len(members), step))
+    return groups
+
+
+def resolve_mode(mode: str) -> str:
+    """Maps "auto" to the backend's faster mode; validates the name."""
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"unknown execution mode {mode!r}; valid choices: {EXECUTION_MODES}")
+    if mode == "auto":
+        return "sequential" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
+              mode: str = "auto", eval_batch_size: int | None = None) -> list[RunResult]:
+    """Trains one group of jobs (same batch size and conv pattern), timing every phase.
+
+    Args:
+        group: jobs from `plan_groups`.
+        data: device arrays.
+        scale: network scale.
+        epochs: epochs (the cosine period equals it).
+        mode: execution mode (see module docstring).
+        eval_batch_size: evaluation batch size (None: the job's batch size).
+
+    Returns:
+        One `RunResult` per job, in group order.
+    """
+    mode = resolve_mode(mode)
+    bs = group[0].batch_size
+    static = TrainStatic(batch_size=bs, conv_edges=conv_edges_of(group[0].cell),
+                         n_train=data.train_x.shape[0], n_valid=data.valid_x.shape[0],
+                         n_test=data.test_x.shape[0], epochs=epochs,
+                         channels=scale.channels, cells_per_stage=scale.cells_per_stage,
+                         eval_batch_size=eval_batch_size)
+    if mode == "vmap":
+        units = [list(range(len(group)))]
+    else:
+        units = [[i] for i in range(len(group))]
+    names = ("train_acc", "train_loss", "valid_acc", "valid_loss", "test_acc", "test_loss",
+             "train_time", "valid_time", "test_time")
+    out = {n: np.zeros((len(group), epochs), np.float64) for n in names}
+    nonfinite = np.zeros((len(group), epochs), bool)
+    for members in units:
+        keys = jnp.stack([jax.random.key(group[i].seed) for i in members])
+        hp = HParams(lr=jnp.asarray([group[i].lr for i in members], jnp.float32),
+                     momentum=jnp.full((len(members),), 0.9, jnp.float32),
+                     weight_decay=jnp.full((len(members),), 5e-4, jnp.float32))
+        ops = jnp.asarray([group[i].cell for i in members], jnp.int32)
+        tr = _jitted(static)
+        state = tr["init"](keys, hp, ops)
+        tr = _compiled(static, state, hp, ops, data)
+        share = 1.0 / len(members)
+        for e in range(epochs):
+            epoch = jnp.int32(e)
+            (state, (tr_acc, tr_loss, bad)), t_train = _timed(
+                tr["epoch"], state, epoch, hp, ops, data)
+            vkeys = tr["valid_key"](state, epoch)
+            (va_acc, va_loss), t_valid = _timed(
+                tr["eval_aug"], state, ops, data.valid_x, data.valid_y, vkeys)
+            (te_acc, te_loss), t_test = _timed(
+                tr["eval"], state, ops, data.test_x, data.test_y, vkeys)
+            vals = dict(train_acc=tr_acc, train_loss=tr_loss, valid_acc=va_acc,
+                        valid_loss=va_loss, test_acc=te_acc, test_loss=te_loss)
+            for n, v in vals.items():
+                out[n][members, e] = np.asarray(v)
+            out["train_time"][members, e] = t_train * share
+            out["valid_time"][members, e] = t_valid * share
+            out["test_time"][members, e] = t_test * share
+            nonfinite[members, e] = np.asarray(bad)
+    finite = np.isfinite(out["train_loss"]).all(1) & np.isfinite(out["test_loss"]).all(1)
+    diverged = nonfinite.any(1) | ~finite
+    return [RunResult(job=job, metrics={n: out[n][i] for n in names},
+                      diverged=bool(diverged[i]), mode=mode, group_size=len(units[0]))
+            for i, job in enumerate(group)]
+
+
+_JITTED: dict[TrainStatic, dict] = {}
+_COMPILED: dict[tuple, dict] = {}
+
+
+def _jitted(static: TrainStatic) -> dict:
+    """Jitted phase functions of one program, vmapped over group members (cached)."""
+    if static not in _JITTED:
+        t = make_train(static)
+        member = (0, None, 0, 0, None)
+        evals = {name: jax.jit(jax.vmap(
+            lambda s, o, x, y, k, aug=aug: t.evaluate(s, o, x, y, k, aug),
+            in_axes=(0, 0, None, None, 0))) for name, aug in
+            (("eval_aug", static.augment_valid), ("eval", False))}
+        _JITTED[static] = {
+            "init": jax.jit(jax.vmap(t.init)),
+            "epoch": jax.jit(jax.vmap(t.train_epoch, in_axes=member)),
+            "valid_key": jax.jit(jax.vmap(t.valid_key, in_axes=(0, None))),
+            **evals,
+        }
+    return _JITTED[static]
+
+
+def _compiled(static: TrainStatic, state, hp, ops, data: TrainData) -> dict:
+    """Ahead-of-time compiled phases for one group size, so timings exclude compilation."""
+    key = (static, ops.shape[0])
+    if key not in _COMPILED:
+        fns = _jitted(static)
+        epoch = jnp.int32(0)
+        vkeys = fns["valid_key"](state, epoch)
+        _COMPILED[key] = {
+            "epoch": fns["epoch"].lower(state, epoch, hp, ops, data).compile(),
+            "valid_key": fns["valid_key"],
+            "eval_aug": fns["eval_aug"].lower(state, ops, data.valid_x, data.valid_y,
+                                              vkeys).compile(),
+            "eval": fns["eval"].lower(state, ops, data.test_x, data.test_y, vkeys).compile(),
+        }
+    return _COMPILED[key]
+
+
+def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
+               mode: str = "auto", max_group: int | None = None,
+               eval_batch_size: int | None = None, progress: bool = True) -> list[RunResult]:
+    """Trains every job, grouped so that compiled programs are shared.
+
+    Args:
+        jobs: the jobs.
+        data: device arrays.
+        scale: network scale.
+        epochs: epochs per run.
+        mode: execution mode ("auto", "vmap", "sequential").
+        max_group: chunk size of vmapped groups.
+        eval_batch_size: evaluation batch size (None: each job's batch size).
+        progress: show a progress bar (jobs done).
+
+    Returns:
+        Results in the order of `jobs`.
+    """
+    groups = plan_groups(jobs, max_group)
+    results: dict[Job, RunResult] = {}
+    with tqdm.tqdm(total=len(jobs), disable=not progress, unit="run") as bar:
+        for group in groups:
+            for r in run_group(group, data, scale=scale, epochs=epochs, mode=mode,
+                               eval_batch_size=eval_batch_size):
+                results[r.job] = r
+            bar.update(len(group))
+    return [results[j] for j in jobs]
