@@ -20,6 +20,7 @@ from nhb.models.layers import (
     TorchConv,
     TorchDense,
     avg_pool3x3,
+    fast_torch_init,
     torch_bias_init,
     torch_kernel_init,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "cell_net",
     "check_ops",
     "conv_edges_of",
+    "fast_torch_init",
     "init_cell_net",
     "param_count",
     "reference_param_count",

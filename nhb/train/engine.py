@@ -35,7 +35,7 @@ from flax import struct
 
 from nhb.data.augment import augment_batch, normalize
 from nhb.data.batching import epoch_batches, eval_batches, num_batches
-from nhb.models.cell_net import CellNet
+from nhb.models.cell_net import CellNet, init_cell_net
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +199,8 @@ def make_train(static: TrainStatic) -> Trainer:
 
     def init(key, hparams, ops):
         k_init, k_run = jax.random.split(key)
-        variables = net.init(k_init, jnp.zeros((1, 32, 32, 3), jnp.float32), ops, train=False)
+        # PyTorch-default initialisation from one uniform draw (fast to compile).
+        variables = init_cell_net(k_init, net, ops)
         opt_state = make_optimizer(hparams).init(variables["params"])
         return TrainState(params=variables["params"], batch_stats=variables["batch_stats"],
                           opt_state=opt_state, key=k_run)

@@ -1,0 +1,19 @@
+"""Test-session settings.
+
+XLA compilation dominates this suite on CPU, and several test files compile identical
+programs (same tiny network, same shapes). A persistent compilation cache lets those share
+one compile. Set NHB_TEST_JAX_CACHE to choose its folder ("" disables it).
+"""
+
+import os
+import pathlib
+import tempfile
+
+import jax
+
+_cache = os.environ.get(
+    "NHB_TEST_JAX_CACHE", str(pathlib.Path(tempfile.gettempdir()) / "nhb-test-jax-cache"))
+if _cache:
+    jax.config.update("jax_compilation_cache_dir", _cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
