@@ -3,11 +3,16 @@
 XLA compilation dominates this suite on CPU, and several test files compile identical
 programs (same tiny network, same shapes). A persistent compilation cache lets those share
 one compile. Set NHB_TEST_JAX_CACHE to choose its folder ("" disables it).
+Tests also compile with XLA's backend optimisation level 1 (measured on the 2-core CPU: about
+25% less compile time for the tiny training programs, same run time); numbers checked by the
+tests do not depend on it beyond float tolerance. An XLA_FLAGS set by the caller wins.
 """
 
 import os
 import pathlib
 import tempfile
+
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=1")
 
 import jax
 
