@@ -15,7 +15,11 @@ Execution modes, identical up to float reassociation:
   with per-member weights become grouped convolutions. The mode for GPUs.
 * `"sequential"`: one member at a time through the same single-config compiled functions;
   on CPUs this is faster (DESIGN §8: vmapped grouped convs are 4-6x slower there).
-* `"auto"`: `"vmap"` on GPU/TPU backends, `"sequential"` on CPU.
+* `"auto"`: `"sequential"` on CPU; on GPU/TPU `"vmap"` for batch sizes up to
+  `AUTO_VMAP_MAX_BATCH` (128) and `"sequential"` above. Measured on one H100 at paper scale
+  (`benchmarks/results/train_throughput_gpu*.json`): a vmapped group of 48 trains 5.3x the
+  images/s of the one-at-a-time loop at batch 16, 1.13x at batch 128, and a group of 8-24
+  only 0.65-0.71x at batch 512, where a single network already fills the GPU.
 
 Time attribution: each phase (the SGD loop of an epoch, the validation pass, the test pass)
 is a separate call timed on the host after `block_until_ready`. In `"sequential"` mode that is
@@ -39,6 +43,7 @@ from nhb.space import nhb2
 from nhb.train.engine import HParams, TrainData, TrainStatic, make_train
 
 EXECUTION_MODES = ("auto", "vmap", "sequential")
+AUTO_VMAP_MAX_BATCH = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +116,23 @@ def plan_groups(jobs: Sequence[Job], max_group: int | None = None) -> list[list[
     return groups
 
 
-def resolve_mode(mode: str) -> str:
-    """Maps "auto" to the backend's faster mode; validates the name."""
+def resolve_mode(mode: str, batch_size: int | None = None) -> str:
+    """Maps "auto" to the faster mode for this backend and batch size; validates the name.
+
+    Args:
+        mode: one of `EXECUTION_MODES`.
+        batch_size: the group's batch size (None: assume a small one).
+
+    Returns:
+        "vmap" or "sequential".
+    """
     if mode not in EXECUTION_MODES:
         raise ValueError(f"unknown execution mode {mode!r}; valid choices: {EXECUTION_MODES}")
     if mode == "auto":
-        return "sequential" if jax.default_backend() == "cpu" else "vmap"
+        if jax.default_backend() == "cpu":
+            return "sequential"
+        small = batch_size is None or batch_size <= AUTO_VMAP_MAX_BATCH
+        return "vmap" if small else "sequential"
     return mode
 
 
@@ -141,8 +157,8 @@ def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
     Returns:
         One `RunResult` per job, in group order.
     """
-    mode = resolve_mode(mode)
     bs = group[0].batch_size
+    mode = resolve_mode(mode, bs)
     static = TrainStatic(batch_size=bs, conv_edges=conv_edges_of(group[0].cell),
                          n_train=data.train_x.shape[0], n_valid=data.valid_x.shape[0],
                          n_test=data.test_x.shape[0], epochs=epochs,

@@ -1,0 +1,135 @@
+"""Tests of the experiment binary `experiments/nhb2_train.py` (tiny grid, JSON, flag errors)."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "nhb2_train.py"
+METRICS = ("train_acc", "train_loss", "valid_acc", "valid_loss", "test_acc", "test_loss",
+           "train_time", "valid_time", "test_time")
+CELLS = ("0|12|333", "0|21|313")  # one conv pattern: both share one compiled program
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("nhb2_train", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load()
+
+
+def _prepare(*args: str):
+    argv = ["nhb2_train", *args]
+    fv = flags.FlagValues()
+    train.define_flags(fv, argv)
+    fv(argv)
+    return train.prepare(train.config_from_flags(fv))
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nhb2") / "runs.json"
+    payload = train.cli([
+        "nhb2_train", f"--cells={','.join(CELLS)}", "--lrs=0.1", "--batch_sizes=32",
+        "--seeds=222", "--epochs=2", "--scale=tiny", "--dataset=subset",
+        "--max_per_split=64", "--mode=sequential", "--noprogress", f"--output_json={out}"])
+    return payload, out
+
+
+def test_json_contents(result):
+    payload, out = result
+    on_disk = json.loads(out.read_text())
+    assert on_disk == json.loads(json.dumps(payload))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["runs.json"]  # no temp file left
+    meta = on_disk["meta"]
+    assert meta["scale"] == "tiny" and meta["channels"] == [4, 8, 16]
+    assert meta["dataset"] == "subset" and meta["dataset_sizes"] == dict(train=64, valid=64,
+                                                                          test=64)
+    assert meta["epochs"] == 2 and meta["mode"] == "sequential" and meta["n_runs"] == 2
+    assert meta["jax_version"] and meta["device"]["platform"] == "cpu"
+    assert meta["wall_time_s"] > 0
+    runs = on_disk["runs"]
+    assert [r["cell"] for r in runs] == list(CELLS)
+    for r in runs:
+        assert (r["lr"], r["batch_size"], r["seed"]) == (0.1, 32, 222)
+        assert r["mode"] == "sequential" and r["group_size"] == 1
+        assert r["diverged"] is False
+        assert sorted(r["metrics"]) == sorted(METRICS)
+        for name, values in r["metrics"].items():
+            assert len(values) == 2, name
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values), name
+            if name.endswith("_acc"):
+                assert all(0.0 <= v <= 100.0 for v in values), name
+            if name.endswith("_time") or name.endswith("_loss"):
+                assert all(v >= 0.0 for v in values), name
+
+
+def test_table_printed(result):
+    text = train.format_table(result[0]["runs"], max_rows=1)
+    assert "best 1 of 2 runs" in text and "valid%" in text
+    assert all(c in train.format_table(result[0]["runs"], max_rows=40) for c in CELLS)
+
+
+def test_contract_flags_parse():
+    scale, jobs, mode = _prepare("--cells=0|00|000", "--lrs=0.1,0.05", "--batch_sizes=64",
+                                 "--seeds=222", "--epochs=3", "--scale=tiny",
+                                 "--dataset=subset", "--output_json=/tmp/x.json")
+    assert scale.channels == (4, 8, 16) and mode in ("sequential", "vmap")
+    assert [(j.code, j.lr, j.batch_size, j.seed) for j in jobs] == [
+        ("0|00|000", 0.1, 64, 222), ("0|00|000", 0.05, 64, 222)]
+
+
+def test_grid_and_overrides():
+    scale, jobs, _ = _prepare("--cells=000000,0|12|300,0|00|000", "--lrs=0.1", "--seeds=1,2",
+                              "--batch_sizes=16,32", "--channels=2,4,8",
+                              "--cells_per_stage=3", "--config.epochs=5")
+    assert (scale.channels, scale.cells_per_stage) == ((2, 4, 8), 3)
+    assert len(jobs) == 2 * 2 * 2  # the repeated cell (two spellings) counted once
+    assert {j.code for j in jobs} == {"0|00|000", "0|12|300"}
+
+
+def test_all_cells():
+    codes = train.parse_cells("all")
+    assert len(codes) == 1011 == len(set(codes))
+
+
+def test_unlisted_lr_warns(caplog):
+    with caplog.at_level("WARNING"):
+        assert train.parse_lrs("0.3,0.1") == [0.3, 0.1]
+    assert "0.3 is not one of the benchmark's" in caplog.text
+    assert "0.1 is not" not in caplog.text
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--scale=huge", "valid choices: ['paper', 'small', 'tiny']"),
+    ("--dataset=mnist", "valid choices: ['subset', 'cifar10', 'cifar10_npz']"),
+    ("--mode=pmap", "valid choices: ['auto', 'vmap', 'sequential']"),
+    ("--cells=0|12|3", "not of the form 'A|BC|DEF'"),
+    ("--cells=0|12|304", "op digit 4"),
+    ("--lrs=-0.1", "must be positive"),
+    ("--lrs=fast", "is not a number"),
+    ("--batch_sizes=1.5", "is not an int"),
+    ("--epochs=0", "--epochs must be >= 1"),
+    ("--channels=4,8", "needs 3 comma-separated ints"),
+])
+def test_bad_flags(flag, message):
+    with pytest.raises(ValueError) as err:
+        _prepare(flag)
+    assert message in str(err.value)
+
+
+def test_cli_usage_error():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--scale=huge", "--noprogress"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "valid choices: ['paper', 'small', 'tiny']" in proc.stderr
