@@ -41,3 +41,52 @@ __all__ = [
     "read_header",
     "save_table",
 ]
+
+# The 200-epoch surrogate (issue #6).
+from nhb.bench.surrogate import (
+    Surrogate,
+    SurrogateConfig,
+    SurrogateError,
+)
+from nhb.bench.surrogate import fit as fit_surrogate
+from nhb.bench.surrogate_cv import (
+    cells_200ep,
+    cross_validate,
+    targets_from_table,
+)
+
+__all__ += [
+    "Surrogate",
+    "SurrogateConfig",
+    "SurrogateError",
+    "cells_200ep",
+    "cross_validate",
+    "fit_surrogate",
+    "targets_from_table",
+]
+
+# The query API (issue #5).
+from nhb.bench.api import Benchmark, QueryResult  # noqa: E402
+
+__all__ += ["Benchmark", "QueryResult"]
+
+# The table builder (issue #4).
+from nhb.bench.build import (  # noqa: E402
+    PRESETS,
+    Preset,
+    PresetMismatchError,
+    get_preset,
+    plan_shards,
+)
+from nhb.bench.build import build as build_table  # noqa: E402 - `build` names the module
+from nhb.bench.build import plan as build_plan  # noqa: E402
+
+__all__ += [
+    "PRESETS",
+    "Preset",
+    "PresetMismatchError",
+    "build_plan",
+    "build_table",
+    "get_preset",
+    "plan_shards",
+]

@@ -19,7 +19,6 @@ sha256 of its bytes, verified on load.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -29,7 +28,6 @@ import os
 import pathlib
 import struct
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
@@ -40,6 +38,7 @@ import numpy as np
 from flax import struct as flax_struct
 
 import nhb
+from nhb._io import atomic_write  # re-exported: other modules import it from here
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -283,40 +282,6 @@ def _parallel(fn: Callable, items: list) -> list:
         return [fn(x) for x in items]
     with concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
         return list(pool.map(fn, items))  # hashlib releases the GIL on large buffers
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> pathlib.Path:
-    """Writes a file atomically: temp file in the same directory, fsync, `os.replace`.
-
-    Args:
-        path: destination.
-        write: called with the open binary temp file.
-
-    Returns:
-        The destination path. On any error the temp file is removed and `path` is untouched.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    try:  # persist the rename itself
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
 
 
 def save_table(table: Table, path: str | os.PathLike) -> pathlib.Path:

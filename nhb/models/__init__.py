@@ -47,3 +47,14 @@ __all__ = [
     "torch_bias_init",
     "torch_kernel_init",
 ]
+
+# GIN on padded jraph batches (issue #6).
+from nhb.models.gin import (
+    GIN,
+    GINLayer,
+    GINRegressor,
+    compact_graphs,
+    take_graphs,
+)
+
+__all__ += ["GIN", "GINLayer", "GINRegressor", "compact_graphs", "take_graphs"]

@@ -1,1 +1,89 @@
-"""nhb.search."""
+"""nhb.search: search strategies as pure init/ask/tell pytrees and a simulated-time runner.
+
+`make(name)` builds a strategy with the paper's reference settings (DESIGN §3):
+
+| name      | strategy                                                                    |
+|-----------|-----------------------------------------------------------------------------|
+| rs        | random search                                                               |
+| re        | regularized evolution (population 10, sample size 3)                        |
+| reinforce | REINFORCE (Adam 0.01, EMA baseline 0.9)                                     |
+| sh        | successive halving (eta 3, 1/4/12 epochs), until the time budget            |
+| hyperband | Hyperband (eta 3, 1/4/12 epochs), until the time budget                     |
+| bohb      | BOHB, 40 iterations as the reference (`bohb_mode="budget"`: until the budget) |
+| rs_re     | random search on (lr, bs) of a random cell for 5,000 s, then RE over cells  |
+| bohb_re   | BOHB (4 iterations) on (lr, bs) of a random cell, then RE over cells        |
+
+`run`/`run_many` simulate searches (see `nhb.search.base`), `score` gives Table 3's numbers
+and the regret; `rng` is the cheap-to-compile randomness the strategies use; `synthetic`
+builds tables with a known optimum for testing strategies.
+"""
+
+from __future__ import annotations
+
+from nhb.search import rng, synthetic
+from nhb.search.base import Scores, Strategy, Trajectory, run, run_many, score
+from nhb.search.bohb import BOHB, BOHBParams
+from nhb.search.evolution import RegularizedEvolution
+from nhb.search.hyperband import Hyperband, SuccessiveHalving, schedule
+from nhb.search.random_search import RandomSearch
+from nhb.search.reinforce import Reinforce, ReinforceParams
+from nhb.search.sequential import Sequential
+
+METHODS = ("rs", "re", "reinforce", "sh", "hyperband", "bohb", "rs_re", "bohb_re")
+PAPER_METHODS = ("rs", "re", "reinforce", "bohb", "bohb_re", "rs_re")
+BOHB_MODES = ("faithful", "budget")
+
+
+def make(name: str, bohb_mode: str = "faithful") -> Strategy:
+    """A strategy with the reference settings.
+
+    Args:
+        name: one of `METHODS`.
+        bohb_mode: "faithful" (BOHB stops after the reference's 40 iterations, its HPO phase
+            in bohb_re after 4, whatever the clock) or "budget" (stop at the time budgets).
+
+    Returns:
+        The strategy.
+    """
+    if bohb_mode not in BOHB_MODES:
+        raise ValueError(f"bohb_mode {bohb_mode!r} is invalid; valid choices: {list(BOHB_MODES)}")
+    faithful = bohb_mode == "faithful"
+    table = {
+        "rs": RandomSearch,
+        "re": RegularizedEvolution,
+        "reinforce": Reinforce,
+        "sh": SuccessiveHalving,
+        "hyperband": Hyperband,
+        "bohb": lambda: BOHB(n_iterations=40 if faithful else None),
+        "rs_re": lambda: Sequential(hpo="rs"),
+        "bohb_re": lambda: Sequential(hpo="bohb", hpo_iterations=4 if faithful else None),
+    }
+    if name not in table:
+        raise ValueError(f"unknown method {name!r}; valid choices: {list(METHODS)}")
+    return table[name]()
+
+
+__all__ = [
+    "BOHB",
+    "BOHB_MODES",
+    "METHODS",
+    "PAPER_METHODS",
+    "BOHBParams",
+    "Hyperband",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "Reinforce",
+    "ReinforceParams",
+    "Scores",
+    "Sequential",
+    "Strategy",
+    "SuccessiveHalving",
+    "Trajectory",
+    "make",
+    "rng",
+    "run",
+    "run_many",
+    "schedule",
+    "score",
+    "synthetic",
+]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nhb._io import atomic_write_text
 from nhb.models.cell_net import CellNet, conv_edges_of, param_count
 from nhb.space import cells, nhb2
 
@@ -97,12 +96,7 @@ def format_summary(info: dict[str, Any]) -> str:
 
 def write_json(info: dict[str, Any], path: str | os.PathLike) -> None:
     """Writes the summary atomically (temp file + rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(info, indent=1))
 
 
 def plot(info: dict[str, Any], path: str | os.PathLike) -> None:

@@ -1,0 +1,254 @@
+"""BOHB (Falkner et al. 2018): Hyperband whose new configs come from hpbandster's TPE-style KDE.
+
+The config generator follows hpbandster's `config_generators/bohb.py` with statsmodels'
+`KDEMultivariate` (all dimensions categorical, var type 'u'):
+
+- every result at budget b is recorded, unless a model already exists at a larger budget;
+  loss = 100 - valid acc (inf if not finite);
+- a model exists at b once its observations allow it: n >= min_points_in_model (default
+  dim + 1), `n_good = max(min_points, top_n_percent * n // 100)` (top 15 %), `n_bad =
+  max(min_points, (100 - top_n_percent) * n // 100)`, good = the n_good lowest losses, bad =
+  the next n_bad, and both sets have more rows than dimensions (so 18 results for the 8-dim
+  joint space); it is (re)fit on all recorded results at b, so it is computed here from the
+  observation buffer when a config is sampled;
+- each KDE: bandwidth per dimension `1.06 * std * n^(-1 / (4 + dim))` (statsmodels'
+  normal_reference, population std of the category indices), clipped below at
+  `min_bandwidth`; Aitchison-Aitken kernel `1 - h` on the datum's category, else
+  `h / (L - 1)` with L the number of distinct values *present in that KDE's data* (statsmodels
+  counts levels from the data; L = 1 gives inf, as there);
+- sampling (model at the largest budget that has one): `num_samples` candidates, each a
+  uniformly chosen good datum whose every dimension is kept with probability `1 - bw` and
+  otherwise drawn uniformly over its categories (the bandwidth factor widens only continuous
+  dimensions, so it has no effect here); score `max(1e-32, g(x)) / max(l(x), 1e-32)` (Python
+  `max` NaN semantics), keep the minimum; a non-finite score with a finite l(x) is taken at
+  once; if no candidate is taken, or with probability `random_fraction`, or without a model,
+  a uniform config.
+
+Reference settings (DESIGN §3, `bench_algos/bohb.py`): eta 3, budgets 1.33/4/12 epochs
+(queried at 1/4/12), num_samples 4 (hpbandster's default is 64), random_fraction 0,
+bandwidth_factor 3, min_bandwidth 0.3, top_n_percent 15, 40 iterations (the reference stops
+after `n_iters=40` brackets whatever the time spent: `n_iterations=40`; None stops at the
+runner's time budget instead). `hpo_only=True` searches (lr, bs) for a cell fixed in the
+state, with the 3-dimensional space of `bohb_hpo.py` (a one-choice 'cellcode', lr, bs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from nhb.search import rng
+from nhb.search.hyperband import Hyperband
+from nhb.space import cells as _cells
+from nhb.space import nhb2
+
+JOINT_CARDS = (4, 4, 4, 4, 4, 4, nhb2.NUM_LRS, nhb2.NUM_BS)
+HPO_CARDS = (1, nhb2.NUM_LRS, nhb2.NUM_BS)
+
+
+@struct.dataclass
+class BOHBParams:
+    """Numeric KDE settings (see the module docstring).
+
+    Attributes:
+        random_fraction: probability of a uniform config even with a model.
+        min_bandwidth: lower clip of the KDE bandwidths.
+        bandwidth_factor: widening of continuous dimensions (no effect on categoricals).
+    """
+
+    random_fraction: float = 0.0
+    min_bandwidth: float = 0.3
+    bandwidth_factor: float = 3.0
+
+
+@struct.dataclass
+class KDEState:
+    """Observation buffers per budget.
+
+    Attributes:
+        x: int32 [M, max_obs, D] category indices.
+        loss: float32 [M, max_obs] losses.
+        n: int32 [M] results recorded per budget.
+        order: int32 [M, max_obs] slots sorted by loss (ties: earlier first), kept by
+            insertion so sampling needs no sort.
+        overflow: bool, a result was dropped because a buffer was full.
+        fixed_cell: int8 [6] the cell of `hpo_only` searches.
+    """
+
+    x: jax.Array
+    loss: jax.Array
+    n: jax.Array
+    order: jax.Array
+    overflow: jax.Array
+    fixed_cell: jax.Array
+
+
+def model_min_points(dim: int, min_points: int, top_n_percent: int) -> int:
+    """The number of results at one budget from which hpbandster builds a model there."""
+    for n in range(1, 100_000):
+        n_good = max(min_points, (top_n_percent * n) // 100)
+        n_bad = max(min_points, ((100 - top_n_percent) * n) // 100)
+        if n >= min_points and min(n_good, n) > dim and min(max(n - n_good, 0), n_bad) > dim:
+            return n
+    raise ValueError("no model can ever be built with these settings")
+
+
+def _kde_stats(x: jax.Array, mask: jax.Array, count: jax.Array, cards: tuple[int, ...],
+               min_bw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Bandwidths [D] and numbers of distinct levels [D] of the masked rows of x [N, D]."""
+    dim = x.shape[1]
+    w = mask[:, None].astype(jnp.float32)
+    c = jnp.maximum(count, 1).astype(jnp.float32)
+    xf = x.astype(jnp.float32)
+    mean = jnp.sum(w * xf, 0) / c
+    std = jnp.sqrt(jnp.sum(w * (xf - mean) ** 2, 0) / c)
+    bw = jnp.maximum(1.06 * std * c ** (-1.0 / (4 + dim)), min_bw)
+    present = jnp.any(mask[:, None, None] & (x[:, :, None] == jnp.arange(max(cards))), 0)
+    return bw, present.sum(-1)
+
+
+def _kde_pdf(xq: jax.Array, x: jax.Array, mask: jax.Array, count: jax.Array, bw: jax.Array,
+             levels: jax.Array) -> jax.Array:
+    """statsmodels KDEMultivariate.pdf with Aitchison-Aitken kernels at query rows xq [K, D]."""
+    other = bw / (levels - 1).astype(jnp.float32)  # inf where a single level, as numpy
+    k = jnp.where(x[None] == xq[:, None], 1.0 - bw, other)  # [K, N, D]
+    dens = jnp.prod(k, -1)
+    return jnp.sum(jnp.where(mask[None], dens, 0.0), -1) / count.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class BOHB(Hyperband):
+    """BOHB: Hyperband + hpbandster's KDE config generator (reference settings by default).
+
+    Attributes:
+        num_samples: candidates per model-based sample (4 in the paper's scripts).
+        top_n_percent: percentage of results that form the good KDE.
+        min_points_in_model: None for dim + 1.
+        max_obs: observation buffer size per budget (a full buffer sets `overflow`).
+        hpo_only: search only (lr, bs) with the state's `fixed_cell`.
+    """
+
+    n_iterations: int | None = 40
+    num_samples: int = 4
+    top_n_percent: int = 15
+    min_points_in_model: int | None = None
+    max_obs: int = 128
+    hpo_only: bool = False
+    name = "bohb"
+
+    @property
+    def cards(self) -> tuple[int, ...]:
+        """Categories per KDE dimension."""
+        return HPO_CARDS if self.hpo_only else JOINT_CARDS
+
+    @property
+    def n_model(self) -> int:
+        """Results needed at one budget before a model is built there."""
+        dim = len(self.cards)
+        mp = max(self.min_points_in_model or dim + 1, dim + 1)
+        return model_min_points(dim, mp, self.top_n_percent)
+
+    def default_params(self) -> BOHBParams:
+        """random_fraction 0, min_bandwidth 0.3, bandwidth_factor 3."""
+        return BOHBParams()
+
+    def encode(self, cfg: nhb2.Config) -> jax.Array:
+        """Category indices [D] of a config."""
+        hp = jnp.stack([cfg.lr, cfg.bs]).astype(jnp.int32)
+        if self.hpo_only:
+            return jnp.concatenate([jnp.zeros(1, jnp.int32), hp])
+        return jnp.concatenate([cfg.cell.astype(jnp.int32), hp])
+
+    def decode(self, v: jax.Array, sampler: KDEState) -> nhb2.Config:
+        """The config of category indices [D]."""
+        if self.hpo_only:
+            return nhb2.make(sampler.fixed_cell, v[1], v[2])
+        return nhb2.make(v[:_cells.NUM_EDGES], v[6], v[7])
+
+    def sampler_init(self, key: jax.Array, params: BOHBParams) -> KDEState:
+        """Empty buffers (fixed cell all-conv until set by the caller)."""
+        del key, params
+        m, d = len(self.sched["budgets"]), len(self.cards)
+        return KDEState(x=jnp.zeros((m, self.max_obs, d), jnp.int32),
+                        loss=jnp.full((m, self.max_obs), jnp.inf, jnp.float32),
+                        n=jnp.zeros(m, jnp.int32),
+                        order=jnp.broadcast_to(jnp.arange(self.max_obs, dtype=jnp.int32),
+                                               (m, self.max_obs)),
+                        overflow=jnp.bool_(False),
+                        fixed_cell=jnp.zeros(_cells.NUM_EDGES, jnp.int8))
+
+    def observe(self, sampler: KDEState, cfg: nhb2.Config, loss: jax.Array,
+                budget_index: jax.Array, params: BOHBParams) -> KDEState:
+        """Records the result unless a model exists at a larger budget."""
+        del params
+        m = sampler.n.shape[0]
+        larger = (jnp.arange(m) > budget_index) & (sampler.n >= self.n_model)
+        record = ~jnp.any(larger)
+        n_b = sampler.n[budget_index]
+        room = n_b < self.max_obs
+        write = record & room
+        i = jnp.minimum(n_b, self.max_obs - 1)
+        x = sampler.x.at[budget_index, i].set(
+            jnp.where(write, self.encode(cfg), sampler.x[budget_index, i]))
+        old = sampler.loss[budget_index]
+        lo = sampler.loss.at[budget_index, i].set(jnp.where(write, loss, old[i]))
+        # insert slot n_b into the sorted order after every earlier loss <= this one
+        slot = jnp.arange(self.max_obs)
+        r = jnp.sum((slot < n_b) & (old <= loss))
+        order = sampler.order[budget_index]
+        shifted = jnp.where(slot < r, order, jnp.where(slot == r, n_b, jnp.roll(order, 1)))
+        order = sampler.order.at[budget_index].set(jnp.where(write, shifted, order))
+        return sampler.replace(x=x, loss=lo, n=sampler.n.at[budget_index].add(write),
+                               order=order, overflow=sampler.overflow | (record & ~room))
+
+    def propose(self, key: jax.Array, sampler: KDEState, params: BOHBParams) -> nhb2.Config:
+        """A model-based config from the largest budget with a model, else uniform."""
+        cards = self.cards
+        dim, k = len(cards), self.num_samples
+        u = rng.uniforms(key, 1 + dim + k + 2 * k * dim)
+        u_frac, u_rand, u_pick = u[0], u[1:1 + dim], u[1 + dim:1 + dim + k]
+        u_keep = u[1 + dim + k:1 + dim + k + k * dim].reshape(k, dim)
+        u_cat = u[1 + dim + k + k * dim:].reshape(k, dim)
+        card = jnp.asarray(cards, jnp.int32)
+        uniform = rng.randint(u_rand, card)
+        has = sampler.n >= self.n_model
+        b = jnp.max(jnp.where(has, jnp.arange(has.shape[0]), 0))
+        x, n = sampler.x[b][sampler.order[b]], sampler.n[b]  # rows sorted by loss
+        rank = jnp.arange(self.max_obs)
+        mp = max(self.min_points_in_model or dim + 1, dim + 1)
+        n_good = jnp.maximum(mp, (self.top_n_percent * n) // 100)
+        n_bad = jnp.maximum(mp, ((100 - self.top_n_percent) * n) // 100)
+        good_n = jnp.minimum(n_good, n)
+        bad_n = jnp.clip(n - n_good, 0, n_bad)
+        good = rank < good_n
+        bad = (rank >= n_good) & (rank < n_good + bad_n)
+        bw_g, lv_g = _kde_stats(x, good, good_n, cards, params.min_bandwidth)
+        bw_b, lv_b = _kde_stats(x, bad, bad_n, cards, params.min_bandwidth)
+        # candidates: a uniformly chosen good datum, each dim kept w.p. 1 - bw
+        pick = rng.randint(u_pick, jnp.maximum(good_n, 1))
+        datum = x[pick]  # the pick-th best result
+        keep = u_keep < (1.0 - bw_g)
+        cand = jnp.where(keep, datum, rng.randint(u_cat, card))
+        lx = _kde_pdf(cand, x, good, good_n, bw_g, lv_g)
+        gx = _kde_pdf(cand, x, bad, bad_n, bw_b, lv_b)
+        tiny = jnp.float32(1e-32)
+        val = jnp.where(gx > tiny, gx, tiny) / jnp.where(tiny > lx, tiny, lx)
+        chosen, best, stopped = jnp.int32(-1), jnp.float32(jnp.inf), jnp.bool_(False)
+        for j in range(k):  # the reference's sequential loop with its early break
+            take_now = ~stopped & ~jnp.isfinite(val[j]) & jnp.isfinite(lx[j])
+            improve = ~stopped & ~take_now & (val[j] < best)
+            chosen = jnp.where(take_now | improve, j, chosen)
+            best = jnp.where(improve, val[j], best)
+            stopped = stopped | take_now
+        use_model = jnp.any(has) & (u_frac >= params.random_fraction) & (
+            chosen >= 0)
+        v = jnp.where(use_model, cand[jnp.maximum(chosen, 0)], uniform)
+        return self.decode(v, sampler)
+
+    def overflowed(self, state: Any) -> jax.Array:
+        """Whether an observation was dropped (buffer `max_obs` too small)."""
+        return state.sampler.overflow

@@ -1,0 +1,40 @@
+"""Random search (Bergstra & Bengio 2012): uniform over 4096 cells x 8 lrs x 6 batch sizes.
+
+As the reference `bench_algos/random_search.py`: every query is a full 12-epoch query of an
+independent uniform config (repeats possible and charged again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from nhb.search import rng
+from nhb.search.base import FULL_EPOCH, Strategy
+from nhb.space import nhb2
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSearch(Strategy):
+    """Uniform random search over the joint space (state: the number of queries told)."""
+
+    name = "rs"
+
+    def init(self, key: jax.Array, params: tuple) -> jax.Array:
+        """State: int32 count of queries told."""
+        del key, params
+        return jnp.zeros((), jnp.int32)
+
+    def ask(self, key: jax.Array, state: jax.Array,
+            params: tuple) -> tuple[nhb2.Config, jax.Array, jax.Array]:
+        """A uniform config at the full 12 epochs."""
+        del params
+        return rng.sample(rng.uniforms(key, rng.N_SAMPLE)), jnp.int32(FULL_EPOCH), state
+
+    def tell(self, state: jax.Array, cfg: nhb2.Config, fitness: jax.Array, params: tuple,
+             cost: jax.Array | float = 0.0) -> jax.Array:
+        """Counts the query."""
+        del cfg, fitness, params, cost
+        return state + 1

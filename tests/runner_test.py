@@ -1,0 +1,150 @@
+"""Tests for the simulated-time runner (nhb.search.base) and its randomness (nhb.search.rng)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nhb import bench, search
+from nhb.bench.api import Benchmark
+from nhb.search import base, rng
+from nhb.space import nhb2
+
+nashpobench2api = pytest.importorskip("nashpobench2api")
+
+BUDGET = 20000.0
+RUNS = 8  # runs and trajectory lengths as in search_test.py, so the compiled programs are shared
+QUERIES = {"rs": 450, "bohb": 273, "bohb_re": 1550}
+
+
+@pytest.fixture(scope="module")
+def table() -> bench.Table:
+    return bench.random_table(7, n_seeds=1)  # all 1011 classes, one seed (fast to export)
+
+
+@pytest.fixture(scope="module")
+def b(table) -> Benchmark:
+    return Benchmark(table)
+
+
+@pytest.fixture(scope="module")
+def client(table, tmp_path_factory):
+    d = tmp_path_factory.mktemp("official")
+    bench.export_official(table, d)
+    return nashpobench2api.NASHPOBench2API(str(d), verbose=False)
+
+
+def _one(traj: base.Trajectory, i: int) -> base.Trajectory:
+    return jax.tree.map(lambda a: np.asarray(a)[i], traj)
+
+
+@pytest.mark.parametrize("name", ["rs", "bohb", "bohb_re"])
+def test_replay_through_official_client(name, b, client):
+    """Times, incumbents and the final scores equal the official client's log."""
+    s = search.make(name)
+    q = QUERIES[name]
+    trajs = search.run_many(jax.random.key(1), s, s.default_params(), b, BUDGET, RUNS, q)
+    scores = jax.tree.map(np.asarray, search.score(trajs, b.best("valid", "official")[1]))
+    for i in range(2):
+        tr = _one(trajs, i)
+        n = int(tr.n_queries)
+        assert 0 < n <= q and not tr.truncated
+        client.reset_logdata()
+        for j in range(n):
+            code, lr, bs = nhb2.to_key(nhb2.from_index(int(tr.index[j])))
+            client.query_by_key(code, lr, bs, epoch=12, iepoch=int(tr.epoch[j]))
+        np.testing.assert_allclose(tr.time[:n], client.total_cost_trans, rtol=1e-6)
+        np.testing.assert_allclose(tr.best_valid[:n], client.best_acc_trans, rtol=1e-6)
+        keys = [nhb2.to_key(nhb2.from_index(int(k))) for k in tr.best_index[:n]]
+        assert keys == [(k["cellcode"], k["lr"], k["batch_size"]) for k in client.best_key_trans]
+        res = client.get_results(epoch="both")
+        np.testing.assert_allclose([scores.final_test[i], scores.final_200[i]],
+                                   res["final_accs"], rtol=1e-6)
+        if name != "bohb":  # the budget is checked before each query: the crossing one counts
+            assert tr.time[n - 2] < BUDGET <= tr.time[n - 1]
+        else:  # the reference's 40 iterations ignore the clock
+            assert n == s.iteration_queries(40) and tr.time[n - 1] > BUDGET
+
+
+def test_scan_equals_while_and_vmap_equals_single(b):
+    s = search.make("reinforce")
+    p = s.default_params()
+    key = jax.random.key(3)
+    many = search.run_many(key, s, p, b, 3000.0, 4, 48)
+    scan = search.run_many(key, s, p, b, 3000.0, 4, 48, loop="scan")
+    jax.tree.map(np.testing.assert_array_equal, many, scan)
+    single = jax.jit(lambda k: search.run(k, s, p, b, 3000.0, 48))(rng.step_key(key, 2))
+    jax.tree.map(np.testing.assert_array_equal, _one(many, 2), single)
+    assert len({int(x) for x in many.index[:, 0]}) == 4  # runs differ
+
+
+def test_regret_bookkeeping_and_padding(b):
+    s = search.make("rs")
+    tr = search.run_many(jax.random.key(4), s, (), b, 3000.0, RUNS, QUERIES["rs"])
+    oracle = b.best("valid", "official")[1]
+    sc = jax.tree.map(np.asarray, search.score(tr, oracle))
+    tr = jax.tree.map(np.asarray, tr)
+    test_acc = jax.jit(lambda i: b.query(nhb2.from_index(i), 12, mode="test").test_acc)
+    for i in range(RUNS):
+        n = tr.n_queries[i]
+        np.testing.assert_allclose(sc.regret[i, :n], oracle - tr.best_valid[i, :n], rtol=1e-6)
+        assert np.all(np.diff(sc.regret[i, :n]) <= 0) and np.all(sc.regret[i, :n] >= 0)
+        assert np.all(np.maximum.accumulate(tr.valid_acc[i, :n]) == tr.best_valid[i, :n])
+        assert np.all(tr.index[i, n:] == -1) and np.all(tr.time[i, n:] == tr.time[i, n - 1])
+        assert np.isnan(sc.regret[i, n:]).all()
+        want = test_acc(jnp.asarray(tr.best_index[i]))[:n]
+        np.testing.assert_array_equal(tr.best_test[i, :n], want)
+        assert np.isnan(tr.best_test[i, n:]).all()
+        assert sc.final_index[i] == tr.best_index[i, n - 1]
+        assert sc.final_test[i] == tr.best_test[i, n - 1]
+        assert sc.final_200[i] == tr.best_200[i, n - 1]
+
+
+def test_truncation_is_flagged(b):
+    s = search.make("rs")
+    tr = search.run_many(jax.random.key(5), s, (), b, 1e6, 2, 8)
+    assert np.all(tr.truncated) and np.all(tr.n_queries == 8)
+
+
+def test_nan_first_query_stays_incumbent_as_the_client():
+    """The client sets its best on the first query even if NaN; NaN is never beaten."""
+    t = bench.random_table(0, rows=[0])  # only the class of cell 0 is stored
+    bb = Benchmark(t)
+    s = search.make("rs")
+    tr = jax.tree.map(np.asarray, search.run_many(jax.random.key(0), s, (), bb, 1e9, 2, 30))
+    assert np.isnan(tr.valid_acc[:, 0]).all()  # absent cells: NaN, charged 0 s
+    assert np.all(tr.n_queries == 30) and np.all(tr.time == 0) and tr.truncated.all()
+    assert np.isnan(tr.best_valid).all() and (tr.best_index == tr.index[:, :1]).all()
+
+
+def test_rng_uniforms_and_samplers():
+    keys = jax.random.split(jax.random.key(0), 2000)
+    u = np.asarray(jax.jit(jax.vmap(lambda k: rng.uniforms(k, 16)))(keys))
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.003
+    c = np.corrcoef(u[:, :8].reshape(-1), u[:, 8:].reshape(-1))[0, 1]
+    assert abs(c) < 0.02
+    k2 = jax.jit(jax.vmap(lambda k: rng.step_key(k, 3)))(keys)
+    assert not np.array_equal(jax.random.key_data(k2), jax.random.key_data(keys))
+    cfg = jax.jit(jax.vmap(lambda k: rng.sample(rng.uniforms(k, rng.N_SAMPLE))))(keys)
+    counts = np.bincount(np.asarray(cfg.lr), minlength=8)
+    assert counts.min() > 2000 / 8 * 0.75
+    cells = np.asarray(cfg.cell).reshape(-1)
+    assert np.abs(np.bincount(cells, minlength=4) / cells.size - 0.25).max() < 0.02
+    logits = jnp.array([0.0, 1.0, 2.0, -1.0])
+    draws = np.asarray(jax.jit(jax.vmap(
+        lambda k: rng.categorical(rng.uniforms(k, 1)[0], logits)))(keys))
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 2000,
+                               jax.nn.softmax(logits), atol=0.03)
+
+
+def test_clock_is_compensated():
+    x = jnp.full(5000, 4.123456789, jnp.float32)
+
+    def body(c, v):
+        return base.clock_add(*c, v), None
+
+    (hi, lo), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), x)
+    want = 5000 * np.float64(np.float32(4.123456789))
+    assert abs(float(hi) + float(lo) - want) < 1e-6 * want * 1e-3
+    assert bool(base.clock_before(hi, lo, jnp.float32(want + 0.01)))
