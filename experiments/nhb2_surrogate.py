@@ -34,7 +34,8 @@ from absl import app, flags
 
 from nhb.bench import surrogate as sg
 from nhb.bench import surrogate_cv as cv
-from nhb.bench.table import Table, atomic_write, code_version, load_table, random_table
+from nhb.bench.fake import random_table
+from nhb.bench.table import Table, atomic_write, code_version, load_table
 from nhb.space import nhb2
 
 _TABLE = flags.DEFINE_string("table", None, "Table file, or 'random' / 'synthetic' (demos).")

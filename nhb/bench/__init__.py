@@ -1,5 +1,6 @@
 """nhb.bench: NAS-HPO-Bench-II table store, official data files, builder, query API."""
 
+from nhb.bench.fake import random_table
 from nhb.bench.official import (
     class_hashes,
     export_official,
@@ -17,7 +18,6 @@ from nhb.bench.table import (
     TableError,
     load_table,
     make_meta,
-    random_table,
     read_header,
     save_table,
 )
