@@ -50,7 +50,7 @@ from nhb.bench.table import atomic_write, code_version
 from nhb.data import load_dataset
 from nhb.models.cell_net import conv_edges_of
 from nhb.space import nhb2
-from nhb.train import HParams, Job, TrainData, TrainStatic, get_scale, make_train
+from nhb.train import HParams, Job, TrainData, TrainStatic, get_scale, grid, make_train
 
 _HERE = pathlib.Path(__file__).resolve().parent
 FULL_BUILD = dict(runs=1011 * 48 * 3, epochs=12, n_train=25_000, n_valid=25_000, n_test=10_000)
@@ -150,7 +150,10 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
         keys, hp, ops = _member_args(units[0])
         state = init(keys, hp, ops)
         t0 = time.perf_counter()
-        compiled = epoch_fn.lower(state, jnp.int32(0), hp, ops, data).compile()
+        if jax.default_backend() == "cpu":  # what the grid runner does on CPU (host loop)
+            compiled = grid._host_loop_epoch(static, state, hp, ops, data)
+        else:
+            compiled = epoch_fn.lower(state, jnp.int32(0), hp, ops, data).compile()
         compile_s = time.perf_counter() - t0
         times, loss = [], None
         for k, unit in enumerate(units):

@@ -164,7 +164,14 @@ class Trainer:
         static: the static settings.
         net: the Linen network.
         init: `(key, hparams, ops) -> TrainState`.
-        train_epoch: `(state, epoch, hparams, ops, data) -> (state, (acc %, loss, nonfinite))`.
+        train_epoch: `(state, epoch, hparams, ops, data) -> (state, (acc %, loss, nonfinite))`,
+            the SGD steps as one `lax.scan`.
+        epoch_setup, sgd_step, epoch_finish: the same epoch in pieces, for a host loop over
+            jitted steps (`train_epoch` = setup, scan of `sgd_step`, finish). XLA:CPU runs
+            the weight-gradient convolutions far slower inside any loop that carries the
+            weights (6.4x per epoch, `benchmarks/cpu_step_loop.py`), so the grid runner
+            loops over steps on the host there; see `nhb.train.grid`.
+        steps: SGD steps per epoch.
         evaluate: `(state, ops, x, y, key, augment) -> (acc %, loss)`.
         valid_key: `(state, epoch) -> key` of that epoch's validation augmentation.
         train: `(key, hparams, ops, data) -> EpochMetrics` stacked over epochs: the whole run.
@@ -174,6 +181,10 @@ class Trainer:
     net: CellNet
     init: Callable
     train_epoch: Callable
+    epoch_setup: Callable
+    sgd_step: Callable
+    epoch_finish: Callable
+    steps: int
     evaluate: Callable
     valid_key: Callable
     train: Callable
@@ -211,32 +222,40 @@ def make_train(static: TrainStatic) -> Trainer:
         loss_sum, correct, count = _masked_ce(logits, y, m)
         return loss_sum / count, (new_vars["batch_stats"], loss_sum, correct)
 
-    def train_epoch(state, epoch, hparams, ops, data):
-        tx = make_optimizer(hparams)
+    def epoch_setup(state, epoch, hparams):
         hyper = {**state.opt_state.hyperparams,
                  "learning_rate": lr_at_epoch(hparams.lr, epoch, t_max)}
         opt_state = state.opt_state._replace(hyperparams=hyper)
-        k_epoch = jax.random.fold_in(state.key, epoch)
-        k_perm, k_aug = jax.random.split(k_epoch)
+        k_perm, k_aug = jax.random.split(jax.random.fold_in(state.key, epoch))
         idx, mask = epoch_batches(k_perm, static.n_train, bs)
+        return (state.params, state.batch_stats, opt_state), (k_aug, idx, mask)
 
-        def step(carry, inp):
-            params, batch_stats, opt_state = carry
-            i, row, m = inp
-            x = augment_batch(jax.random.fold_in(k_aug, i), data.train_x[row])
-            grads, (batch_stats, loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(
-                params, batch_stats, x, data.train_y[row], m, ops)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, batch_stats, opt_state), (loss_sum, correct)
+    def sgd_step(carry, i, row, m, k_aug, hparams, ops, data):
+        params, batch_stats, opt_state = carry
+        x = augment_batch(jax.random.fold_in(k_aug, i), data.train_x[row])
+        grads, (batch_stats, loss_sum, correct) = jax.grad(loss_fn, has_aux=True)(
+            params, batch_stats, x, data.train_y[row], m, ops)
+        updates, opt_state = make_optimizer(hparams).update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, batch_stats, opt_state), (loss_sum, correct)
 
-        (params, batch_stats, opt_state), (loss_sums, corrects) = jax.lax.scan(
-            step, (state.params, state.batch_stats, opt_state),
-            (jnp.arange(steps), idx, mask))
+    def epoch_finish(state, carry, loss_sums, corrects):
+        params, batch_stats, opt_state = carry
         loss = jnp.sum(loss_sums) / static.n_train
         acc = 100.0 * jnp.sum(corrects) / static.n_train
         new = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new, (acc, loss, ~jnp.all(jnp.isfinite(loss_sums)))
+
+    def train_epoch(state, epoch, hparams, ops, data):
+        carry, (k_aug, idx, mask) = epoch_setup(state, epoch, hparams)
+
+        def step(carry, inp):
+            i, row, m = inp
+            return sgd_step(carry, i, row, m, k_aug, hparams, ops, data)
+
+        carry, (loss_sums, corrects) = jax.lax.scan(step, carry,
+                                                    (jnp.arange(steps), idx, mask))
+        return epoch_finish(state, carry, loss_sums, corrects)
 
     def evaluate(state, ops, x_all, y_all, key, augment):
         n = x_all.shape[0]
@@ -273,4 +292,6 @@ def make_train(static: TrainStatic) -> Trainer:
         return metrics
 
     return Trainer(static=static, net=net, init=init, train_epoch=train_epoch,
+                   epoch_setup=epoch_setup, sgd_step=sgd_step, epoch_finish=epoch_finish,
+                   steps=steps,
                    evaluate=evaluate, valid_key=valid_key, train=train)

@@ -21,6 +21,12 @@ Execution modes, identical up to float reassociation:
   images/s of the one-at-a-time loop at batch 16, 1.13x at batch 128, and a group of 8-24
   only 0.65-0.71x at batch 512, where a single network already fills the GPU.
 
+SGD loop: on GPUs an epoch's steps are one `lax.scan` inside the compiled epoch; on CPUs the
+runner loops over a jitted step on the host instead, because XLA:CPU runs the weight-gradient
+convolutions far slower inside any loop that carries the weights (`benchmarks/
+cpu_step_loop.py` on the 2-core CPU, tiny network, batch 64: 434 vs 68 ms per step, 6.4x).
+Both give the same numbers up to float reassociation (`tests/grid_test.py`).
+
 Time attribution: each phase (the SGD loop of an epoch, the validation pass, the test pass)
 is a separate call timed on the host after `block_until_ready`. In `"sequential"` mode that is
 each config's own time, as in the reference. In `"vmap"` mode the group's phase time is
@@ -235,14 +241,43 @@ def _compiled(static: TrainStatic, state, hp, ops, data: TrainData) -> dict:
         fns = _jitted(static)
         epoch = jnp.int32(0)
         vkeys = fns["valid_key"](state, epoch)
+        if jax.default_backend() == "cpu":
+            run_epoch = _host_loop_epoch(static, state, hp, ops, data)
+        else:
+            run_epoch = fns["epoch"].lower(state, epoch, hp, ops, data).compile()
         _COMPILED[key] = {
-            "epoch": fns["epoch"].lower(state, epoch, hp, ops, data).compile(),
+            "epoch": run_epoch,
             "valid_key": fns["valid_key"],
             "eval_aug": fns["eval_aug"].lower(state, ops, data.valid_x, data.valid_y,
                                               vkeys).compile(),
             "eval": fns["eval"].lower(state, ops, data.test_x, data.test_y, vkeys).compile(),
         }
     return _COMPILED[key]
+
+
+def _host_loop_epoch(static: TrainStatic, state, hp, ops, data: TrainData):
+    """An epoch as a host loop over one compiled (vmapped) SGD step; see the module doc."""
+    t = make_train(static)
+    setup = jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0)))
+    step = jax.jit(jax.vmap(t.sgd_step, in_axes=(0, None, 0, 0, 0, 0, 0, None)))
+    finish = jax.jit(jax.vmap(t.epoch_finish))
+    carry, (k_aug, idx, mask) = setup(state, jnp.int32(0), hp)
+    i0 = jnp.int32(0)
+    step_c = step.lower(carry, i0, idx[:, 0], mask[:, 0], k_aug, hp, ops, data).compile()
+    sums = jnp.zeros((ops.shape[0], t.steps), jnp.float32)
+    finish_c = finish.lower(state, carry, sums, sums).compile()
+
+    def run_epoch(state, epoch, hp, ops, data):
+        carry, (k_aug, idx, mask) = setup(state, epoch, hp)
+        losses, corrects = [], []
+        for i in range(t.steps):
+            carry, (loss_sum, correct) = step_c(carry, jnp.int32(i), idx[:, i], mask[:, i],
+                                                k_aug, hp, ops, data)
+            losses.append(loss_sum)
+            corrects.append(correct)
+        return finish_c(state, carry, jnp.stack(losses, 1), jnp.stack(corrects, 1))
+
+    return run_epoch
 
 
 def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
