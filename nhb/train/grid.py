@@ -229,6 +229,11 @@ def _jitted(static: TrainStatic) -> dict:
             "init": jax.jit(jax.vmap(t.init)),
             "epoch": jax.jit(jax.vmap(t.train_epoch, in_axes=member)),
             "valid_key": jax.jit(jax.vmap(t.valid_key, in_axes=(0, None))),
+            # The same epoch in pieces, for the host loop (`_host_loop_epoch`).
+            "setup": jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0))),
+            "step": jax.jit(jax.vmap(t.sgd_step, in_axes=(0, None, 0, 0, 0, 0, 0, None))),
+            "finish": jax.jit(jax.vmap(t.epoch_finish)),
+            "steps": t.steps,
             **evals,
         }
     return _JITTED[static]
@@ -257,20 +262,19 @@ def _compiled(static: TrainStatic, state, hp, ops, data: TrainData) -> dict:
 
 def _host_loop_epoch(static: TrainStatic, state, hp, ops, data: TrainData):
     """An epoch as a host loop over one compiled (vmapped) SGD step; see the module doc."""
-    t = make_train(static)
-    setup = jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0)))
-    step = jax.jit(jax.vmap(t.sgd_step, in_axes=(0, None, 0, 0, 0, 0, 0, None)))
-    finish = jax.jit(jax.vmap(t.epoch_finish))
+    fns = _jitted(static)
+    setup, steps = fns["setup"], fns["steps"]
     carry, (k_aug, idx, mask) = setup(state, jnp.int32(0), hp)
     i0 = jnp.int32(0)
-    step_c = step.lower(carry, i0, idx[:, 0], mask[:, 0], k_aug, hp, ops, data).compile()
-    sums = jnp.zeros((ops.shape[0], t.steps), jnp.float32)
-    finish_c = finish.lower(state, carry, sums, sums).compile()
+    step_c = fns["step"].lower(carry, i0, idx[:, 0], mask[:, 0], k_aug, hp, ops,
+                               data).compile()
+    sums = jnp.zeros((ops.shape[0], steps), jnp.float32)
+    finish_c = fns["finish"].lower(state, carry, sums, sums).compile()
 
     def run_epoch(state, epoch, hp, ops, data):
         carry, (k_aug, idx, mask) = setup(state, epoch, hp)
         losses, corrects = [], []
-        for i in range(t.steps):
+        for i in range(steps):
             carry, (loss_sum, correct) = step_c(carry, jnp.int32(i), idx[:, i], mask[:, i],
                                                 k_aug, hp, ops, data)
             losses.append(loss_sum)
