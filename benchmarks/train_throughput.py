@@ -19,11 +19,10 @@ TF32, bf16) and projects the hours of the full 12-epoch build (1011 cells x 48 h
 = 145,584 runs, each 12 x (25,000 training images + 25,000 valid + 10,000 test forward
 passes)) from the best measured training throughput and a measured evaluation throughput.
 
-Why programs are keyed by conv pattern (notes referred to by `nhb.train.grid`): the options
-rejected were one compiled program per cell (1011 programs, each compiling for tens of
-seconds on a CPU) and a masked supernet computing all four ops on every edge (1.2-3.9x the
-cost of a specialised network, DESIGN §8). Per conv pattern there are only 64 programs per
-batch size, and the non-conv edges (pool/skip/zero) are cheap selects.
+Rows here use the engine's defaults for the pattern-keyed program with XLA's convolution;
+`benchmarks/program_sharing.py` compares the program-sharing options (one program per conv
+pattern or one masked supernet) and the convolution implementations (grouped conv vs
+im2col + batched matmul) side by side, and `benchmarks/conv_impl.py` times one layer.
 
     python benchmarks/train_throughput.py --scale=tiny --batch_size=64 --steps=20 \
         --group_sizes=1,8,24,48
@@ -152,8 +151,10 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
         t0 = time.perf_counter()
         if jax.default_backend() == "cpu":  # what the grid runner does on CPU (host loop)
             compiled = grid._host_loop_epoch(static, state, hp, ops, data)
+            memory = None
         else:
             compiled = epoch_fn.lower(state, jnp.int32(0), hp, ops, data).compile()
+            memory = memory_mb(compiled)
         compile_s = time.perf_counter() - t0
         times, loss = [], None
         for k, unit in enumerate(units):
@@ -167,11 +168,22 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
                 times.append(time.perf_counter() - t0)
     size = 1 if sequential else len(jobs)
     images = size * static.n_train
-    return dict(group_size=size, compile_s=compile_s, epoch_times_s=times,
+    return dict(group_size=size, compile_s=compile_s, epoch_times_s=times, memory_mb=memory,
                 images_per_s=images / min(times),
                 images_per_s_median=images / float(np.median(times)),
                 per_config_images_per_s=images / min(times) / size,
                 final_loss=[_finite(v) for v in np.asarray(loss)])
+
+
+def memory_mb(compiled: jax.stages.Compiled) -> float | None:
+    """XLA's memory estimate of a compiled program (arguments + outputs + temporaries), MB."""
+    try:
+        m = compiled.memory_analysis()
+        total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - m.alias_size_in_bytes)
+    except Exception:  # not every backend / version reports it
+        return None
+    return total / 2**20
 
 
 def time_jax_eval(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *,

@@ -45,7 +45,7 @@ from nhb.train import (
     get_scale,
     train_grid,
 )
-from nhb.train.grid import resolve_mode
+from nhb.train.grid import CONV_CHOICES, SHARINGS, resolve_mode, resolve_sharing
 
 _CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "nhb2_train.py"
 
@@ -67,6 +67,9 @@ _OVERRIDES = (
     ("max_per_split", flags.DEFINE_integer, "Keep only the first N examples of each split."),
     ("mode", flags.DEFINE_string, f"Execution mode, one of {list(EXECUTION_MODES)}."),
     ("max_group", flags.DEFINE_integer, "Largest vmapped group (0: no limit)."),
+    ("sharing", flags.DEFINE_string, f"Program sharing, one of {list(SHARINGS)}."),
+    ("conv_impl", flags.DEFINE_string, f"Convolution implementation, one of "
+     f"{list(CONV_CHOICES)}."),
     ("eval_batch_size", flags.DEFINE_integer, "Evaluation batch size (0: the run's)."),
     ("progress", flags.DEFINE_boolean, "Show a progress bar."),
     ("output_json", flags.DEFINE_string, "Where to write the results JSON ('' = nowhere)."),
@@ -191,6 +194,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; valid choices: {list(DATASET_NAMES)}")
     if cfg.mode not in EXECUTION_MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; valid choices: {list(EXECUTION_MODES)}")
+    if cfg.sharing not in SHARINGS:
+        raise ValueError(f"unknown sharing {cfg.sharing!r}; valid choices: {list(SHARINGS)}")
+    if cfg.conv_impl not in CONV_CHOICES:
+        raise ValueError(f"unknown conv_impl {cfg.conv_impl!r}; valid choices: "
+                         f"{list(CONV_CHOICES)}")
     for name in ("epochs",):
         if cfg[name] < 1:
             raise ValueError(f"--{name} must be >= 1, got {cfg[name]}")
@@ -289,13 +297,15 @@ def run(cfg: ml_collections.ConfigDict, argv: Sequence[str] = (),
     t_train = time.perf_counter()
     results = train_grid(jobs, data, scale=scale, epochs=cfg.epochs, mode=cfg.mode,
                          max_group=cfg.max_group or None,
-                         eval_batch_size=cfg.eval_batch_size or None, progress=cfg.progress)
+                         eval_batch_size=cfg.eval_batch_size or None, progress=cfg.progress,
+                         sharing=cfg.sharing, conv_impl=cfg.conv_impl)
     train_wall = time.perf_counter() - t_train
     records = [run_record(r) for r in results]
     meta = dict(
         scale=scale.name, channels=list(scale.channels), cells_per_stage=scale.cells_per_stage,
         dataset=cfg.dataset, dataset_sizes=ds.sizes, max_per_split=cfg.max_per_split or None,
         epochs=cfg.epochs, mode=mode, requested_mode=cfg.mode, max_group=cfg.max_group or None,
+        sharing=resolve_sharing(cfg.sharing, scale), conv_impl=cfg.conv_impl,
         eval_batch_size=cfg.eval_batch_size or None, n_runs=len(records),
         n_diverged=sum(r["diverged"] for r in records), device=_device_info(),
         jax_version=jax.__version__, code_version=code_version(), started=started,

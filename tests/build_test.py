@@ -133,11 +133,18 @@ def test_plan_and_grouping():
     assert {n for n, _ in other}.isdisjoint(n for n, _ in cpu)  # names depend on the preset
 
     lite = build.get_preset("lite")
+    assert build.preset_sharing(lite, accelerated=True) == "supernet"  # tiny network
+    assert build.preset_sharing(lite, accelerated=False) == "pattern"
+    assert build.preset_sharing("paper", accelerated=True) == "pattern"
     shards = build.plan_shards(lite, accelerated=True)
-    pattern = functools.cache(conv_edges_of)
-    for _, group in shards:
-        assert len({(j.batch_size, pattern(j.cell)) for j in group}) == 1
+    for _, group in shards:  # supernet: one program per batch size, full groups
+        assert len({j.batch_size for j in group}) == 1
         assert len(group) <= lite.gpu_group_images // group[0].batch_size
+    assert len(shards) == sum(-(-1011 * 8 // (lite.gpu_group_images // bs))
+                              for bs in lite.batch_sizes)
+    pattern = functools.cache(conv_edges_of)
+    for _, group in build.plan_shards(dataclasses.replace(lite, sharing="pattern"), True):
+        assert len({(j.batch_size, pattern(j.cell)) for j in group}) == 1
     planned = build.plan(lite)
     flat = [j for _, g in shards for j in g]
     assert len(flat) == len(planned) == len(set(flat)) and set(flat) == set(planned)

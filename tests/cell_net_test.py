@@ -204,7 +204,7 @@ def _subset(variables, flags: tuple[bool, ...]):
         return {k: sub for k, sub in tree.items() if flags[int(k.removeprefix("edge"))]}
 
     return {col: {k: cell_vars(sub) if k.startswith("stage") else sub
-                  for k, sub in tree.items()}
+                  for k, sub in tree.items() if not k.startswith("stage") or cell_vars(sub)}
             for col, tree in variables.items()}
 
 
@@ -252,6 +252,53 @@ def test_init_deterministic_and_ops_independent(tiny_all_conv):
     slow_traced = jax.eval_shape(lambda k, o: init_cell_net(k, net, o, fast=False),
                                  jax.random.key(1), jnp.asarray(ALL_CONV))
     assert jax.tree_util.tree_structure(slow) == jax.tree_util.tree_structure(slow_traced)
+
+
+def test_pattern_init_is_the_all_conv_init_pruned(tiny_all_conv):
+    net_all, v_all = tiny_all_conv
+    for code in (*PATTERN_CELLS, "3|33|333", "0|33|330"):
+        net = cell_net(code, **TINY)
+        _assert_trees_close(_jit_init(net, cell_digits(code))(jax.random.key(1)),
+                            _subset(v_all, net.conv_edges), 0.0)
+    masked = net_all.clone(masked=True)
+    _assert_trees_close(_jit_init(masked, (3,) * 6)(jax.random.key(1)), v_all, 0.0)
+
+
+def test_masked_supernet_equals_exact_pattern_network(tiny_all_conv):
+    net_all, v_all = tiny_all_conv
+    masked = net_all.clone(masked=True)
+    x = _images(3, seed=7)
+    ones = jnp.ones(3, bool)
+    codes = ("0|12|300", "1|23|012", "3|33|333")
+    ops = jnp.asarray([cell_digits(c) for c in codes], jnp.int32)
+    # One supernet program, vmapped over cells of different conv patterns.
+    batched = jax.jit(jax.vmap(lambda o: masked.apply(
+        v_all, x, o, train=True, mask=ones, mutable=["batch_stats"])))(ops)
+    for i, code in enumerate(codes):
+        net = cell_net(code, **TINY)
+        v = _subset(v_all, net.conv_edges)
+        logits, upd = _train_fn(net)(v, x, ops[i], ones)
+        np.testing.assert_allclose(batched[0][i], logits, rtol=1e-5, atol=1e-5)
+        # The running stats the exact network has are updated identically.
+        got = _subset(jax.tree_util.tree_map(lambda a, i=i: a[i], batched[1]),
+                      net.conv_edges)
+        _assert_trees_close(got, upd)
+        # Concrete ops skip the unused convs and give the same logits.
+        concrete = jax.jit(lambda v, x, c=code: masked.apply(v, x, cell_digits(c), False))
+        traced = jax.jit(lambda v, x, o: masked.apply(v, x, o, False))
+        np.testing.assert_allclose(concrete(v_all, x), traced(v_all, x, ops[i]),
+                                   rtol=1e-5, atol=1e-5)
+    # Unused conv edges get exactly zero gradient.
+    def loss(p):
+        logits, _ = masked.apply({"params": p, "batch_stats": v_all["batch_stats"]}, x,
+                                 ops[0], train=True, mutable=["batch_stats"])
+        return jnp.sum(logits ** 2)
+    g = jax.jit(jax.grad(loss))(v_all["params"])
+    assert not np.any(g["stage0_cell0"]["edge1"]["conv"]["kernel"])
+    assert np.any(g["stage0_cell0"]["edge0"]["conv"]["kernel"])
+    with pytest.raises(ValueError, match="needs conv_edges"):
+        check_ops("0|00|000", conv_edges_of("0|12|300"), masked=True)
+    assert check_ops("1|23|312", (True,) * 6, masked=True) == (1, 2, 3, 3, 1, 2)
 
 
 def test_traced_ops_equal_concrete_ops_and_vmap(tiny_vars):
@@ -394,6 +441,8 @@ def test_bad_inputs_raise_with_valid_choices():
         reference_param_count("0|00|00x")
     with pytest.raises(ValueError, match=VALID_MSG):
         CellNet(conv_edges=(True,) * 5)
+    with pytest.raises(ValueError, match=r"xla.*patches.*shifts.*elementwise"):
+        CellNet(conv_edges=(True,) * 6, conv_impl="cudnn")
     with pytest.raises(ValueError, match=VALID_MSG):
         check_ops((0, 1, 2, 3, 0, 0), conv_edges_of("0|00|000"))
     check_ops(np.array([0, 1, 2, 3, 0, 0]), conv_edges_of("0|12|300"))

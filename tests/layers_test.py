@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from nhb.models.layers import (
+    CONV_IMPLS,
     ResNetReduction,
     TorchBatchNorm,
     TorchConv,
     TorchDense,
     avg_pool3x3,
+    conv2d,
 )
 
 EPS = 1e-5
@@ -192,3 +194,27 @@ def test_resnet_reduction_matches_hand_computation():
     sc = p["shortcut"]
     short = _np_conv(pooled, np.asarray(sc["kernel"]), 1, 0) + np.asarray(sc["bias"])
     np.testing.assert_allclose(y, branch + short, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+def test_conv_impls_agree_with_numpy_values_and_grads_under_vmap(k, stride, pad):
+    rng = np.random.default_rng(k + stride)
+    x = rng.normal(size=(3, 2, 6, 6, 4)).astype(np.float32)  # 3 members
+    w = rng.normal(size=(3, k, k, 4, 5)).astype(np.float32)
+    ref = np.stack([_np_conv(x[g], w[g], stride, pad) for g in range(3)])
+
+    def loss(impl):
+        def f(xg, wg):
+            y = conv2d(xg, wg, stride, pad, impl)
+            return jnp.sum(jnp.sin(y)), y
+        return jax.jit(jax.vmap(jax.value_and_grad(f, argnums=(0, 1), has_aux=True)))
+
+    (_, y_ref), g_ref = loss("xla")(x, w)
+    np.testing.assert_allclose(y_ref, ref, rtol=1e-4, atol=1e-4)
+    for impl in CONV_IMPLS[1:]:
+        (_, y), g = loss(impl)(x, w)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+        for a, b in zip(g, g_ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"xla.*patches.*shifts.*elementwise"):
+        conv2d(jnp.asarray(x[0]), jnp.asarray(w[0]), stride, pad, "winograd")

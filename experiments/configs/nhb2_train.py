@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Execution.
     c.mode = "auto"  # "auto", "vmap" or "sequential"
     c.max_group = 0  # 0 = no limit on a vmapped group's size
+    c.sharing = "auto"  # programs shared per conv "pattern", one "supernet", or "auto"
+    c.conv_impl = "auto"  # "auto", "xla", "patches", "shifts" or "elementwise"
     c.eval_batch_size = 0  # 0 = each run's batch size, as the reference loaders
     c.progress = True
     # Output.

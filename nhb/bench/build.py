@@ -63,7 +63,16 @@ from nhb.bench.table import (
 )
 from nhb.data.cifar10 import DATASET_NAMES
 from nhb.space import nhb2
-from nhb.train.grid import EXECUTION_MODES, Job, RunResult, get_scale, plan_groups
+from nhb.train.grid import (
+    AUTO_SUPERNET_MAX_CHANNELS,
+    CONV_CHOICES,
+    EXECUTION_MODES,
+    SHARINGS,
+    Job,
+    RunResult,
+    get_scale,
+    plan_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +105,14 @@ class Preset:
         mode: execution mode ("auto": vmap on accelerators, sequential on CPU).
         cpu_max_group: runs per shard when grouping for CPUs.
         gpu_group_images: members x batch size bound of one vmapped group on accelerators
-            (a memory bound). Measured on an H100 at the tiny scale: peak 0.24 MB per image
-            in flight (16 GB for 128 members at batch size 512); the paper scale's 4096 is
-            assumed (~20x the activations of tiny), not measured.
+            (a memory bound). XLA's estimate on an H100 at the tiny scale, batch size 64,
+            512 members: 1.6 MB per image in flight for the supernet trained with im2col
+            (53.6 GB; `benchmarks/results/program_sharing_gpu_tiny.json`), hence lite's
+            32768; the paper scale's 4096 is assumed, not measured.
         eval_batch_size: evaluation batch size (None: each run's batch size).
+        sharing: program sharing (`nhb.train.SHARINGS`); "auto" resolves with the grouping
+            (`preset_sharing`), so a resumed build keeps it.
+        conv_impl: convolution implementation (`nhb.train.grid.resolve_conv_impl`).
         description: free text (not part of the fingerprint).
     """
 
@@ -116,6 +129,8 @@ class Preset:
     cpu_max_group: int = 4
     gpu_group_images: int = 4096
     eval_batch_size: int | None = None
+    sharing: str = "auto"
+    conv_impl: str = "auto"
     description: str = ""
 
     def __post_init__(self):
@@ -131,6 +146,11 @@ class Preset:
                              f"{list(DATASET_NAMES)}")
         if self.mode not in EXECUTION_MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid choices: {EXECUTION_MODES}")
+        if self.sharing not in SHARINGS:
+            raise ValueError(f"unknown sharing {self.sharing!r}; valid choices: {SHARINGS}")
+        if self.conv_impl not in CONV_CHOICES:
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}; valid choices: "
+                             f"{CONV_CHOICES}")
         if self.epochs < 1 or self.cpu_max_group < 1 or self.gpu_group_images < 1:
             raise ValueError("epochs, cpu_max_group and gpu_group_images must be >= 1")
         for what, values, grid in (("learning rate", self.lrs, nhb2.LRS),
@@ -192,11 +212,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            description="The NAS-HPO-Bench-II protocol: 1011 classes x 48 hps x 3 seeds, "
                        "full network, CIFAR-10 (TFDS), 12 epochs."),
     Preset("lite", dataset="subset", scale="tiny", epochs=12, cells=None, lrs=nhb2.LRS,
-           batch_sizes=nhb2.BATCH_SIZES, seeds=(222,), gpu_group_images=131072,
+           batch_sizes=nhb2.BATCH_SIZES, seeds=(222,), gpu_group_images=32768,
            description="All 1011 classes x 48 hps, seed 222, 12 epochs, on the vendored "
-                       "CIFAR-10 slice (2,499/2,586/1,017 images), tiny network. Estimated "
-                       "~8 h on one H100 (5 h training + 3 h compiling ~400 programs; "
-                       "extrapolated from 5 measured groups)."),
+                       "CIFAR-10 slice (2,499/2,586/1,017 images), tiny network. Projected "
+                       "3.1 h on one H100 (supernet programs, im2col training; "
+                       "benchmarks/results/program_sharing_gpu_tiny.json)."),
     Preset("smoke", dataset="subset", scale="tiny", epochs=3,
            cells=("0|00|000", "0|00|333", "0|00|122", "0|00|222"), lrs=(0.025, 0.1, 0.4),
            batch_sizes=(64,), seeds=(222,), max_per_split=128, cpu_max_group=3,
@@ -229,6 +249,24 @@ def plan(preset: str | Preset) -> list[Job]:
             for lr in p.lrs for bs in p.batch_sizes for seed in p.seeds]
 
 
+def preset_sharing(preset: str | Preset, accelerated: bool) -> str:
+    """The preset's program sharing for a grouping: "auto" is "supernet" on accelerators for
+    networks of at most `AUTO_SUPERNET_MAX_CHANNELS` channels, else "pattern".
+
+    Args:
+        preset: a preset or its name.
+        accelerated: grouping for accelerators.
+
+    Returns:
+        "pattern" or "supernet".
+    """
+    p = get_preset(preset)
+    if p.sharing != "auto":
+        return p.sharing
+    small = max(get_scale(p.scale).channels) <= AUTO_SUPERNET_MAX_CHANNELS
+    return "supernet" if accelerated and small else "pattern"
+
+
 def plan_shards(preset: str | Preset, accelerated: bool) -> list[tuple[str, list[Job]]]:
     """The groups of a build and their shard names (see the module docstring).
 
@@ -241,10 +279,12 @@ def plan_shards(preset: str | Preset, accelerated: bool) -> list[tuple[str, list
     """
     p = get_preset(preset)
     jobs = plan(p)
+    sharing = preset_sharing(p, accelerated)
     groups: list[list[Job]] = []
     for bs in sorted(p.batch_sizes):  # plan_groups orders by batch size first, too
         cap = max(1, p.gpu_group_images // bs) if accelerated else p.cpu_max_group
-        groups.extend(plan_groups([j for j in jobs if j.batch_size == bs], max_group=cap))
+        groups.extend(plan_groups([j for j in jobs if j.batch_size == bs], max_group=cap,
+                                  sharing=sharing))
     out = []
     for i, group in enumerate(groups):
         key = json.dumps([p.fingerprint, [_executors.job_key(j) for j in group]])
@@ -339,7 +379,7 @@ def _build_locked(preset: Preset, out: pathlib.Path, executor_name: str, progres
         if pending:
             executor = executor or _executors.make_executor(executor_name, compile_cache_dir)
             _train(preset, out, executor, pending, done, progress, data_dir, compile_cache_dir,
-                   dict(session=session, session_start=start, executor=executor_name))
+                   dict(session=session, session_start=start, executor=executor_name), grouping)
     finally:
         if executor is not None:
             executor.close()
@@ -355,10 +395,11 @@ def _build_locked(preset: Preset, out: pathlib.Path, executor_name: str, progres
 
 def _train(preset: Preset, out: pathlib.Path, executor: Any, pending: list, done: dict,
            progress: bool, data_dir: str | None, compile_cache_dir: str | None,
-           info: dict) -> None:
+           info: dict, grouping: str) -> None:
     """Trains the pending groups, writing each shard atomically as soon as it is done."""
     settings = _executors.GroupSettings(
         scale=preset.scale, epochs=preset.epochs, mode=preset.mode,
+        sharing=preset_sharing(preset, grouping == "accelerator"), conv_impl=preset.conv_impl,
         eval_batch_size=preset.eval_batch_size, dataset=preset.dataset, data_dir=data_dir,
         max_per_split=preset.max_per_split, compile_cache_dir=compile_cache_dir)
 

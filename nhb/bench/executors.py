@@ -38,10 +38,9 @@ import tqdm
 
 from nhb.bench.table import METRICS
 from nhb.data.cifar10 import load_dataset
-from nhb.models.cell_net import conv_edges_of
 from nhb.space.cells import code_of
 from nhb.train.engine import TrainData
-from nhb.train.grid import Job, RunResult, get_scale, run_group
+from nhb.train.grid import Job, RunResult, get_scale, program_edges, run_group
 
 EXECUTORS = ("local", "ray")
 SHARD_FORMAT = 1
@@ -72,6 +71,8 @@ class GroupSettings:
     data_dir: str | None
     max_per_split: int | None
     compile_cache_dir: str | None = None
+    sharing: str = "pattern"
+    conv_impl: str = "auto"
 
 
 def set_compile_cache(path: str | os.PathLike | None) -> None:
@@ -99,7 +100,7 @@ def train_group(jobs: Sequence[Job], data: TrainData,
     """Trains one group with `nhb.train.run_group`.
 
     Args:
-        jobs: the group (same batch size and conv pattern).
+        jobs: the group (one program: same batch size and program edges).
         data: the data, on the device to train on.
         settings: scale, epochs, mode, eval batch size.
 
@@ -109,7 +110,8 @@ def train_group(jobs: Sequence[Job], data: TrainData,
     t0 = time.perf_counter()
     results = run_group(list(jobs), data, scale=get_scale(settings.scale),
                         epochs=settings.epochs, mode=settings.mode,
-                        eval_batch_size=settings.eval_batch_size)
+                        eval_batch_size=settings.eval_batch_size, sharing=settings.sharing,
+                        conv_impl=settings.conv_impl)
     device = next(iter(data.train_x.devices()))
     return results, dict(device=device.device_kind, platform=device.platform, device_id=device.id,
                          wall_s=time.perf_counter() - t0)
@@ -151,7 +153,8 @@ class LocalExecutor:
         programs: dict[tuple, list[GroupTask]] = {}
         for task in tasks:
             j = task.jobs[0]
-            programs.setdefault((j.batch_size, conv_edges_of(j.cell)), []).append(task)
+            programs.setdefault((j.batch_size, program_edges(j.cell, settings.sharing)),
+                                []).append(task)
         queues: list[list[GroupTask]] = [[] for _ in devices]
         load = [0] * len(devices)
         for key in sorted(programs, key=lambda k: -sum(len(t.jobs) * k[0] for t in programs[k])):

@@ -10,6 +10,13 @@ concrete (only the present ops are computed) or a traced int array of shape [6],
 compiled program serves every cell with the same conv pattern (and `jax.vmap` can batch
 such cells). With traced `ops` the caller must keep `ops[i] == 0` iff `conv_edges[i]`;
 `check_ops` verifies this for concrete input.
+
+`masked=True` makes the network a supernet: `conv_edges` is then only a superset of the
+cell's conv edges (all six for one program serving every cell), a conv edge whose op is not
+conv computes its convolution and discards it by a select (traced ops) or skips it
+(concrete ops), and the unused edge's parameters get zero gradients. The cell's output is
+the same function as in its exact-pattern network, and `init_cell_net` draws the same
+values for the parameters both have, so the two train identically.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nhb.models.layers import (
+    CONV_IMPLS,
     ReLUConvBN,
     ResNetReduction,
     TorchBatchNorm,
@@ -95,26 +103,30 @@ def _check_conv_edges(conv_edges: Sequence[Any]) -> tuple[bool, ...]:
     return tuple(bool(c) for c in conv_edges)
 
 
-def check_ops(ops: Any, conv_edges: Sequence[bool]) -> tuple[int, ...]:
+def check_ops(ops: Any, conv_edges: Sequence[bool], masked: bool = False) -> tuple[int, ...]:
     """Validates concrete `ops` against a conv pattern.
 
     Args:
         ops: 6 concrete op digits (or a cell-code string).
         conv_edges: the network's 6 conv flags.
+        masked: the network is a supernet (`conv_edges` need only cover the conv ops).
 
     Returns:
         The digits as a tuple of ints.
 
     Raises:
-        ValueError: bad digits, or `ops[i] == 0` disagrees with `conv_edges[i]`.
+        ValueError: bad digits, or `ops[i] == 0` disagrees with `conv_edges[i]` (masked:
+            a conv op on an edge without conv parameters).
     """
     digits = cell_digits(ops)
     flags = _check_conv_edges(conv_edges)
     for i, (d, c) in enumerate(zip(digits, flags, strict=True)):
-        if (d == OP_CONV) != c:
+        if (d == OP_CONV and not c) or (d != OP_CONV and c and not masked):
+            rule = "ops[i] == 0 needs conv_edges[i]" if masked else \
+                "ops[i] must be 0 iff conv_edges[i]"
             raise ValueError(
-                f"ops {digits} inconsistent with conv_edges {flags} at edge {i}: ops[i] must "
-                f"be 0 iff conv_edges[i]; valid edge ops: {VALID_OPS_MSG}")
+                f"ops {digits} inconsistent with conv_edges {flags} at edge {i}: {rule}; "
+                f"valid edge ops: {VALID_OPS_MSG}")
     return digits
 
 
@@ -132,11 +144,15 @@ class Cell(nn.Module):
 
     Attributes:
         features: channels in and out.
-        conv_edges: 6 static flags, True where the edge is conv3x3.
+        conv_edges: 6 static flags, True where the edge is conv3x3 (masked: may be).
+        masked: supernet mode (see the module docstring).
+        conv_impl: convolution implementation (`nhb.models.layers.conv2d`).
     """
 
     features: int
     conv_edges: tuple[bool, ...]
+    masked: bool = False
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array, ops: Any, train: bool, mask: Array | None = None) -> Array:
@@ -154,7 +170,7 @@ class Cell(nn.Module):
         flags = _check_conv_edges(self.conv_edges)
         concrete = _concrete_ops(ops)
         if concrete is not None:
-            digits = check_ops(concrete, flags)
+            digits = check_ops(concrete, flags, self.masked)
         else:
             ops = jnp.asarray(ops)
             if ops.shape != (NUM_EDGES,):
@@ -167,18 +183,26 @@ class Cell(nn.Module):
                 if to != j:
                     continue
                 h = nodes[frm]
-                if flags[e]:
-                    y = ReLUConvBN(self.features, name=f"edge{e}")(h, train, mask)
-                elif concrete is not None:
+                conv = ReLUConvBN(self.features, conv_impl=self.conv_impl, name=f"edge{e}")
+                if concrete is not None:
                     d = digits[e]
-                    if d == OP_ZERO:
+                    if flags[e] and (d == OP_CONV or self.is_initializing()):
+                        y_conv = conv(h, train, mask)  # masked + initialising: make params
+                        if d == OP_CONV:
+                            total = y_conv if total is None else total + y_conv
+                            continue
+                    if d in (OP_ZERO, OP_CONV):
                         continue
                     y = avg_pool3x3(h) if d == OP_POOL else h
+                elif flags[e] and not self.masked:
+                    y = conv(h, train, mask)
                 else:
                     op = ops[e]
                     zero = jnp.zeros_like(h)
                     y = (jnp.where(op == OP_POOL, avg_pool3x3(h), zero)
                          + jnp.where(op == OP_SKIP, h, zero))
+                    if flags[e]:
+                        y = y + jnp.where(op == OP_CONV, conv(h, train, mask), zero)
                 total = y if total is None else total + y
             nodes.append(jnp.zeros_like(x) if total is None else total)
         return nodes[3]
@@ -192,17 +216,25 @@ class CellNet(nn.Module):
         channels: per-stage channels.
         cells_per_stage: normal cells per stage.
         num_classes: logits.
+        masked: supernet mode: `conv_edges` is a superset of the cell's conv edges (see the
+            module docstring).
+        conv_impl: convolution implementation, one of `nhb.models.layers.CONV_IMPLS`.
     """
 
     conv_edges: tuple[bool, ...]
     channels: tuple[int, int, int] = (16, 32, 64)
     cells_per_stage: int = 5
     num_classes: int = 10
+    masked: bool = False
+    conv_impl: str = "xla"
 
     def __post_init__(self) -> None:
         _check_conv_edges(self.conv_edges)
         if len(self.channels) != 3:
             raise ValueError(f"channels must have 3 entries, got {self.channels}")
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}; valid choices: "
+                             f"{CONV_IMPLS}")
         super().__post_init__()
 
     @nn.compact
@@ -221,14 +253,15 @@ class CellNet(nn.Module):
             Logits [B, num_classes].
         """
         flags = _check_conv_edges(self.conv_edges)
-        c0 = self.channels[0]
-        h = TorchConv(c0, 3, 1, 1, True, name="stem_conv")(x)
+        c0, impl = self.channels[0], self.conv_impl
+        h = TorchConv(c0, 3, 1, 1, True, impl, name="stem_conv")(x)
         h = TorchBatchNorm(name="stem_bn")(h, train, mask)
         for s, c in enumerate(self.channels):
             if s > 0:
-                h = ResNetReduction(c, name=f"reduction{s}")(h, train, mask)
+                h = ResNetReduction(c, impl, name=f"reduction{s}")(h, train, mask)
             for k in range(self.cells_per_stage):
-                h = Cell(c, flags, name=f"stage{s}_cell{k}")(h, ops, train, mask)
+                h = Cell(c, flags, self.masked, impl, name=f"stage{s}_cell{k}")(
+                    h, ops, train, mask)
         h = TorchBatchNorm(name="head_bn")(h, train, mask)
         h = nn.relu(h)
         h = jnp.mean(h, axis=(1, 2))
@@ -257,6 +290,9 @@ def init_cell_net(key: Array, net: CellNet, ops: Any,
     `net.init` only for its shapes and fills them from one uniform draw
     (`layers.fast_torch_init`): XLA then compiles one RNG kernel instead of one per
     parameter (about 1 s instead of 10-40 s for the full network on a 2-core CPU).
+    The draw is made for the all-conv network of the same scale and pruned to `net`'s
+    parameters, so a parameter's value does not depend on the conv pattern: an exact-pattern
+    network and a masked supernet start from the same values for the parameters they share.
     `fast=False` returns exactly `net.init(key, ...)`; the two give different values.
 
     Args:
@@ -273,7 +309,15 @@ def init_cell_net(key: Array, net: CellNet, ops: Any,
     if not fast:
         return dict(net.init(key, x, ops, train=False))
     shapes = jax.eval_shape(lambda k: net.init(k, x, ops, train=False), key)
-    return fast_torch_init(key, shapes)
+    full = net.clone(conv_edges=(True,) * NUM_EDGES, masked=True)
+    full_shapes = jax.eval_shape(lambda k: full.init(k, x, (3,) * NUM_EDGES, train=False), key)
+    return _prune(fast_torch_init(key, full_shapes), shapes)
+
+
+def _prune(tree: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """The sub-tree of nested dict `tree` with the keys of `like`."""
+    return {k: _prune(tree[k], v) if isinstance(v, Mapping) else tree[k]
+            for k, v in like.items()}
 
 
 def param_count(variables_or_params: Mapping[str, Any]) -> int:

@@ -110,6 +110,64 @@ def fast_torch_init(key: Array, shapes: Any) -> dict[str, Any]:
     return build(dict(shapes), ())
 
 
+CONV_IMPLS = ("xla", "patches", "shifts", "elementwise")
+
+
+def conv2d(x: Array, kernel: Array, stride: int, padding: int, impl: str = "xla") -> Array:
+    """2-D cross-correlation in NHWC/HWIO with symmetric zero padding, three ways.
+
+    All three compute the same function (up to float summation order); they differ in what
+    `jax.vmap` over per-member kernels lowers to, which decides GPU speed for vmapped grids
+    (`benchmarks/conv_impl.py` measures them):
+
+    * `"xla"`: `lax.conv_general_dilated`; vmapped kernels become one grouped convolution.
+    * `"patches"`: im2col by k*k strided slices of the padded input, concatenated on the
+      channel axis, times the [k*k*C_in, C_out] kernel matrix; vmapped kernels become one
+      batched matmul (k*k times the input's memory for the patches).
+    * `"shifts"`: the sum over the k*k taps of (shifted input) @ kernel[i, j]; vmapped, k*k
+      batched matmuls with no patch tensor.
+    * `"elementwise"`: the same sum written as broadcast multiply + reduce over C_in, which
+      XLA fuses into loops without matmul units: for few channels (the tiny scale).
+
+    Args:
+        x: input [B, H, W, C_in].
+        kernel: [k, k, C_in, C_out].
+        stride: spatial stride.
+        padding: zero padding on each spatial side.
+        impl: one of `CONV_IMPLS`.
+
+    Returns:
+        Output [B, H', W', C_out], H' = (H + 2 * padding - k) // stride + 1.
+    """
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(
+            x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv impl {impl!r}; valid choices: {CONV_IMPLS}")
+    k, _, c_in, c_out = kernel.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h_out = (x.shape[1] + 2 * padding - k) // stride + 1
+    w_out = (x.shape[2] + 2 * padding - k) // stride + 1
+
+    def tap(i: int, j: int) -> Array:
+        return xp[:, i:i + stride * (h_out - 1) + 1:stride,
+                  j:j + stride * (w_out - 1) + 1:stride, :]
+
+    if impl == "patches":
+        cols = jnp.concatenate([tap(i, j) for i in range(k) for j in range(k)], axis=-1)
+        return cols @ kernel.reshape(k * k * c_in, c_out)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            if impl == "shifts":
+                y = tap(i, j) @ kernel[i, j]
+            else:
+                y = jnp.sum(tap(i, j)[..., :, None] * kernel[i, j], axis=-2)
+            out = y if out is None else out + y
+    return out
+
+
 class TorchConv(nn.Module):
     """`torch.nn.Conv2d` in NHWC with PyTorch's initialisation and symmetric padding.
 
@@ -119,6 +177,7 @@ class TorchConv(nn.Module):
         stride: spatial stride.
         padding: symmetric zero padding on each spatial side.
         use_bias: whether the conv has a bias.
+        impl: how the convolution is computed, one of `CONV_IMPLS` (see `conv2d`).
     """
 
     features: int
@@ -126,6 +185,7 @@ class TorchConv(nn.Module):
     stride: int = 1
     padding: int = 1
     use_bias: bool = True
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -141,9 +201,7 @@ class TorchConv(nn.Module):
         fan_in = x.shape[-1] * k * k
         kernel = self.param("kernel", torch_kernel_init, (k, k, x.shape[-1], self.features),
                             jnp.float32)
-        y = jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), (self.stride, self.stride), ((p, p), (p, p)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv2d(x, kernel.astype(x.dtype), self.stride, p, self.impl)
         if self.use_bias:
             bias = self.param("bias", torch_bias_init(fan_in), (self.features,), jnp.float32)
             y = y + bias.astype(y.dtype)
@@ -259,11 +317,13 @@ class ReLUConvBN(nn.Module):
         features: output channels.
         stride: conv stride.
         use_bias: conv bias (False inside cells, True in the reduction block).
+        conv_impl: see `conv2d`.
     """
 
     features: int
     stride: int = 1
     use_bias: bool = False
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
@@ -277,7 +337,8 @@ class ReLUConvBN(nn.Module):
         Returns:
             Output [B, H / stride, W / stride, features].
         """
-        y = TorchConv(self.features, 3, self.stride, 1, self.use_bias, name="conv")(nn.relu(x))
+        y = TorchConv(self.features, 3, self.stride, 1, self.use_bias, self.conv_impl,
+                      name="conv")(nn.relu(x))
         return TorchBatchNorm(name="bn")(y, train, mask)
 
 
@@ -289,9 +350,11 @@ class ResNetReduction(nn.Module):
 
     Attributes:
         features: output channels.
+        conv_impl: see `conv2d`.
     """
 
     features: int
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array, train: bool, mask: Array | None = None) -> Array:
@@ -305,8 +368,9 @@ class ResNetReduction(nn.Module):
         Returns:
             Output [B, H / 2, W / 2, features].
         """
-        b = ReLUConvBN(self.features, stride=2, use_bias=True, name="conv_a")(x, train, mask)
-        b = ReLUConvBN(self.features, stride=1, use_bias=True, name="conv_b")(b, train, mask)
+        impl = self.conv_impl
+        b = ReLUConvBN(self.features, 2, True, impl, name="conv_a")(x, train, mask)
+        b = ReLUConvBN(self.features, 1, True, impl, name="conv_b")(b, train, mask)
         s = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-        s = TorchConv(self.features, 1, 1, 0, True, name="shortcut")(s)
+        s = TorchConv(self.features, 1, 1, 0, True, impl, name="shortcut")(s)
         return b + s

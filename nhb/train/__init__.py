@@ -14,17 +14,21 @@ from nhb.train.engine import (
 from nhb.train.grid import (
     EXECUTION_MODES,
     SCALES,
+    SHARINGS,
     Job,
     RunResult,
     Scale,
     get_scale,
     plan_groups,
+    program_edges,
+    resolve_sharing,
     run_group,
     train_grid,
 )
 
 __all__ = [
-    "EXECUTION_MODES", "SCALES", "EpochMetrics", "HParams", "Job", "RunResult", "Scale",
+    "EXECUTION_MODES", "SCALES", "SHARINGS", "EpochMetrics", "HParams", "Job", "RunResult", "Scale",
     "TrainData", "TrainState", "TrainStatic", "Trainer", "get_scale", "lr_at_epoch",
-    "make_optimizer", "make_train", "plan_groups", "run_group", "train_grid",
+    "make_optimizer", "make_train", "plan_groups", "program_edges", "resolve_sharing",
+    "run_group", "train_grid",
 ]

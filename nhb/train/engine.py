@@ -53,6 +53,13 @@ class TrainStatic:
             statistics, so results do not depend on it (up to float reassociation); None uses
             `batch_size` like the reference loaders.
         augment_valid: flip/crop the validation batches, as the reference does.
+        masked: supernet program: `conv_edges` only covers the cells' conv edges (all six:
+            one program for every cell); see `nhb.models.cell_net`.
+        conv_impl: convolution implementation of the SGD steps (`nhb.models.layers.conv2d`).
+        eval_conv_impl: the same for the evaluation passes (forward only). The two give the
+            same numbers up to float reassociation; they differ in speed: on an H100 a
+            vmapped grid trains fastest with "patches" but evaluates fastest with "xla"
+            (`benchmarks/results/program_sharing_gpu_tiny.json`).
     """
 
     batch_size: int
@@ -67,6 +74,9 @@ class TrainStatic:
     num_classes: int = 10
     eval_batch_size: int | None = None
     augment_valid: bool = True
+    masked: bool = False
+    conv_impl: str = "xla"
+    eval_conv_impl: str = "xla"
 
 
 @struct.dataclass
@@ -202,7 +212,9 @@ def make_train(static: TrainStatic) -> Trainer:
     """
     net = CellNet(conv_edges=tuple(bool(c) for c in static.conv_edges),
                   channels=tuple(static.channels), cells_per_stage=static.cells_per_stage,
-                  num_classes=static.num_classes)
+                  num_classes=static.num_classes, masked=static.masked,
+                  conv_impl=static.conv_impl)
+    eval_net = net.clone(conv_impl=static.eval_conv_impl)
     t_max = static.t_max or static.epochs
     bs = static.batch_size
     ebs = static.eval_batch_size or bs
@@ -266,7 +278,7 @@ def make_train(static: TrainStatic) -> Trainer:
             i, row, m = inp
             raw = x_all[row]
             x = augment_batch(jax.random.fold_in(key, i), raw) if augment else normalize(raw)
-            logits = net.apply(variables, x, ops, train=False)
+            logits = eval_net.apply(variables, x, ops, train=False)
             loss_sum, correct, _ = _masked_ce(logits, y_all[row], m)
             return carry, (loss_sum, correct)
 

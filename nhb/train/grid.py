@@ -1,18 +1,27 @@
 """Training a grid of NAS-HPO-Bench-II configs: grouping, execution modes and timing.
 
-Grouping (the choice behind "configs with different cells share compiled programs"): a
-compiled program is keyed by (batch size, conv-edge pattern, scale, epochs). The conv-edge
-pattern (which of the 6 edges are ReLU-Conv-BN; 2^6 = 64 patterns) fixes the parameter
-structure; the remaining edges' ops (pool / skip / zero) are traced inputs, so every cell of a
-pattern runs in the same program and no convolution FLOPs are spent on edges that are not
-convolutions; only the cheap pool and identity are evaluated under a select. The options we
-measured and rejected are in `benchmarks/train_throughput.py`'s notes: one program per cell
-(1011 compiles, each tens of seconds) and a masked supernet computing a conv on every edge
-(1.2-3.9x the FLOPs, DESIGN §8).
+Program sharing (how configs with different cells share compiled programs), `SHARINGS`:
+
+* `"pattern"`: a program per (batch size, conv-edge pattern, scale, epochs). The pattern
+  (which of the 6 edges are ReLU-Conv-BN; all 2^6 = 64 occur among the 1011 classes) fixes the
+  parameter structure; the other edges' ops (pool / skip / zero) are traced inputs, so no
+  convolution FLOPs go to edges that are not convolutions. Up to 63 programs per batch size.
+* `"supernet"`: one program per batch size: a masked network with a conv on every edge whose
+  ops are all traced (`CellNet(masked=True)`), so any cells share a group. It spends conv
+  FLOPs on non-conv edges (6 conv edges per cell instead of 2.03 on average over the 1011
+  classes) but compiles 6 programs instead of 384, and groups are as large as memory allows.
+* `"auto"`: `"pattern"` except for small networks on accelerators (`AUTO_SUPERNET_MAX_CHANNELS`),
+  where compiling dominates and a step is launch-bound rather than FLOP-bound.
+
+Both give the same numbers for a config up to float reassociation (`tests/grid_test.py`):
+`init_cell_net` draws the same initial values for the parameters both networks have.
+`benchmarks/program_sharing.py` measures compile time, step time and memory of the two.
 
 Execution modes, identical up to float reassociation:
-* `"vmap"`: a group's members (cells x lrs x seeds) are one `jax.vmap`-ed program — convs
-  with per-member weights become grouped convolutions. The mode for GPUs.
+* `"vmap"`: a group's members (cells x lrs x seeds) are one `jax.vmap`-ed program; convs
+  with per-member weights become grouped convolutions (`conv_impl="xla"`) or batched
+  matmuls over im2col patches (`"patches"`, what `"auto"` trains with; `resolve_conv_impl`).
+  The mode for GPUs.
 * `"sequential"`: one member at a time through the same single-config compiled functions;
   on CPUs this is faster (DESIGN §8: vmapped grouped convs are 4-6x slower there).
 * `"auto"`: `"sequential"` on CPU; on GPU/TPU `"vmap"` for batch sizes up to
@@ -45,11 +54,16 @@ import numpy as np
 import tqdm
 
 from nhb.models.cell_net import conv_edges_of
+from nhb.models.layers import CONV_IMPLS
 from nhb.space import nhb2
 from nhb.train.engine import HParams, TrainData, TrainStatic, make_train
 
 EXECUTION_MODES = ("auto", "vmap", "sequential")
 AUTO_VMAP_MAX_BATCH = 128
+SHARINGS = ("auto", "pattern", "supernet")
+CONV_CHOICES = ("auto", *CONV_IMPLS)
+AUTO_SUPERNET_MAX_CHANNELS = 16
+ALL_CONV = (True,) * 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,19 +115,81 @@ class RunResult:
     group_size: int
 
 
-def plan_groups(jobs: Sequence[Job], max_group: int | None = None) -> list[list[Job]]:
-    """Groups jobs that can share one compiled program: same batch size and conv pattern.
+def resolve_sharing(sharing: str, scale: Scale | None = None) -> str:
+    """Maps "auto" to "pattern" or "supernet" (see the module docstring); validates the name.
+
+    Args:
+        sharing: one of `SHARINGS`.
+        scale: the network scale (None: assume a large one).
+
+    Returns:
+        "pattern" or "supernet".
+    """
+    if sharing not in SHARINGS:
+        raise ValueError(f"unknown program sharing {sharing!r}; valid choices: {SHARINGS}")
+    if sharing == "auto":
+        small = scale is not None and max(scale.channels) <= AUTO_SUPERNET_MAX_CHANNELS
+        return "supernet" if small and jax.default_backend() != "cpu" else "pattern"
+    return sharing
+
+
+def resolve_conv_impl(conv_impl: str, mode: str) -> tuple[str, str]:
+    """The convolution implementations of the SGD steps and of the evaluation passes.
+
+    "auto" trains vmapped groups with "patches" (im2col + batched matmul) and everything
+    else with "xla", and always evaluates with "xla". Measured (`benchmarks/conv_impl.py`,
+    `benchmarks/program_sharing.py`): with per-member kernels, XLA's grouped convolution
+    trains slower than im2col + batched matmul at every shape we timed (H100: 1.05-2.96x
+    per layer, 2.8-3.0x for the whole tiny network; 2-core CPU: 1.7-1.8x per layer), while the
+    forward-only evaluation pass ran 3.7-4.2x faster with "xla" on the H100.
+
+    Args:
+        conv_impl: "auto" or one of `nhb.models.layers.CONV_IMPLS` (then used for both).
+        mode: the resolved execution mode ("vmap" or "sequential").
+
+    Returns:
+        (training impl, evaluation impl).
+    """
+    if conv_impl not in CONV_CHOICES:
+        raise ValueError(f"unknown conv_impl {conv_impl!r}; valid choices: {CONV_CHOICES}")
+    if conv_impl == "auto":
+        return ("patches" if mode == "vmap" else "xla"), "xla"
+    return conv_impl, conv_impl
+
+
+def program_edges(cell: Sequence[int], sharing: str) -> tuple[bool, ...]:
+    """The conv-parameter pattern of the program that trains `cell` under `sharing`.
+
+    Args:
+        cell: 6 op digits.
+        sharing: "pattern" or "supernet" (resolved).
+
+    Returns:
+        6 flags: the cell's conv edges, or all six for the supernet.
+    """
+    if sharing == "supernet":
+        return ALL_CONV
+    if sharing != "pattern":
+        raise ValueError(f"program sharing must be resolved to 'pattern' or 'supernet', got "
+                         f"{sharing!r}")
+    return conv_edges_of(cell)
+
+
+def plan_groups(jobs: Sequence[Job], max_group: int | None = None,
+                sharing: str = "pattern") -> list[list[Job]]:
+    """Groups jobs that can share one compiled program: same batch size and program edges.
 
     Args:
         jobs: the jobs.
         max_group: split groups into chunks of at most this many members (memory bound).
+        sharing: "pattern" (same conv pattern) or "supernet" (same batch size only).
 
     Returns:
         Lists of jobs, in a deterministic order (by batch size, then pattern, then input order).
     """
     buckets: dict[tuple, list[Job]] = {}
     for job in jobs:
-        buckets.setdefault((job.batch_size, conv_edges_of(job.cell)), []).append(job)
+        buckets.setdefault((job.batch_size, program_edges(job.cell, sharing)), []).append(job)
     groups = []
     for key in sorted(buckets):
         members = buckets[key]
@@ -149,27 +225,37 @@ def _timed(fn, *args):
 
 
 def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
-              mode: str = "auto", eval_batch_size: int | None = None) -> list[RunResult]:
-    """Trains one group of jobs (same batch size and conv pattern), timing every phase.
+              mode: str = "auto", eval_batch_size: int | None = None,
+              sharing: str = "pattern", conv_impl: str = "auto") -> list[RunResult]:
+    """Trains one group of jobs (one program: see `plan_groups`), timing every phase.
 
     Args:
-        group: jobs from `plan_groups`.
+        group: jobs from `plan_groups` (with the same `sharing`).
         data: device arrays.
         scale: network scale.
         epochs: epochs (the cosine period equals it).
         mode: execution mode (see module docstring).
         eval_batch_size: evaluation batch size (None: the job's batch size).
+        sharing: program sharing, one of `SHARINGS`.
+        conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
 
     Returns:
         One `RunResult` per job, in group order.
     """
     bs = group[0].batch_size
     mode = resolve_mode(mode, bs)
-    static = TrainStatic(batch_size=bs, conv_edges=conv_edges_of(group[0].cell),
+    sharing = resolve_sharing(sharing, scale)
+    train_impl, eval_impl = resolve_conv_impl(conv_impl, mode)
+    edges = {program_edges(j.cell, sharing) for j in group}
+    if len(edges) != 1 or len({j.batch_size for j in group}) != 1:
+        raise ValueError(f"a group must share one program (batch size and "
+                         f"{sharing} edges); use plan_groups(..., sharing={sharing!r})")
+    static = TrainStatic(batch_size=bs, conv_edges=edges.pop(),
                          n_train=data.train_x.shape[0], n_valid=data.valid_x.shape[0],
                          n_test=data.test_x.shape[0], epochs=epochs,
                          channels=scale.channels, cells_per_stage=scale.cells_per_stage,
-                         eval_batch_size=eval_batch_size)
+                         eval_batch_size=eval_batch_size, masked=sharing == "supernet",
+                         conv_impl=train_impl, eval_conv_impl=eval_impl)
     if mode == "vmap":
         units = [list(range(len(group)))]
     else:
@@ -286,7 +372,8 @@ def _host_loop_epoch(static: TrainStatic, state, hp, ops, data: TrainData):
 
 def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
                mode: str = "auto", max_group: int | None = None,
-               eval_batch_size: int | None = None, progress: bool = True) -> list[RunResult]:
+               eval_batch_size: int | None = None, progress: bool = True,
+               sharing: str = "pattern", conv_impl: str = "auto") -> list[RunResult]:
     """Trains every job, grouped so that compiled programs are shared.
 
     Args:
@@ -298,16 +385,20 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
         max_group: chunk size of vmapped groups.
         eval_batch_size: evaluation batch size (None: each job's batch size).
         progress: show a progress bar (jobs done).
+        sharing: program sharing, one of `SHARINGS`.
+        conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
 
     Returns:
         Results in the order of `jobs`.
     """
-    groups = plan_groups(jobs, max_group)
+    sharing = resolve_sharing(sharing, scale)
+    groups = plan_groups(jobs, max_group, sharing)
     results: dict[Job, RunResult] = {}
     with tqdm.tqdm(total=len(jobs), disable=not progress, unit="run") as bar:
         for group in groups:
             for r in run_group(group, data, scale=scale, epochs=epochs, mode=mode,
-                               eval_batch_size=eval_batch_size):
+                               eval_batch_size=eval_batch_size, sharing=sharing,
+                               conv_impl=conv_impl):
                 results[r.job] = r
             bar.update(len(group))
     return [results[j] for j in jobs]
