@@ -45,7 +45,13 @@ from nhb.train import (
     get_scale,
     train_grid,
 )
-from nhb.train.grid import CONV_CHOICES, SHARINGS, resolve_mode, resolve_sharing
+from nhb.train.grid import (
+    CONV_CHOICES,
+    SHARINGS,
+    check_options,
+    resolve_mode,
+    resolve_sharing,
+)
 
 _CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "nhb2_train.py"
 
@@ -192,13 +198,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     get_scale(cfg.scale)
     if cfg.dataset not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; valid choices: {list(DATASET_NAMES)}")
-    if cfg.mode not in EXECUTION_MODES:
-        raise ValueError(f"unknown mode {cfg.mode!r}; valid choices: {list(EXECUTION_MODES)}")
-    if cfg.sharing not in SHARINGS:
-        raise ValueError(f"unknown sharing {cfg.sharing!r}; valid choices: {list(SHARINGS)}")
-    if cfg.conv_impl not in CONV_CHOICES:
-        raise ValueError(f"unknown conv_impl {cfg.conv_impl!r}; valid choices: "
-                         f"{list(CONV_CHOICES)}")
+    check_options(cfg.mode, cfg.sharing, cfg.conv_impl)
     for name in ("epochs",):
         if cfg[name] < 1:
             raise ValueError(f"--{name} must be >= 1, got {cfg[name]}")

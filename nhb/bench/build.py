@@ -64,14 +64,12 @@ from nhb.bench.table import (
 from nhb.data.cifar10 import DATASET_NAMES
 from nhb.space import nhb2
 from nhb.train.grid import (
-    AUTO_SUPERNET_MAX_CHANNELS,
-    CONV_CHOICES,
-    EXECUTION_MODES,
-    SHARINGS,
     Job,
     RunResult,
+    check_options,
     get_scale,
     plan_groups,
+    resolve_sharing,
 )
 
 log = logging.getLogger(__name__)
@@ -144,13 +142,7 @@ class Preset:
         if self.dataset not in DATASET_NAMES:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid choices: "
                              f"{list(DATASET_NAMES)}")
-        if self.mode not in EXECUTION_MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid choices: {EXECUTION_MODES}")
-        if self.sharing not in SHARINGS:
-            raise ValueError(f"unknown sharing {self.sharing!r}; valid choices: {SHARINGS}")
-        if self.conv_impl not in CONV_CHOICES:
-            raise ValueError(f"unknown conv_impl {self.conv_impl!r}; valid choices: "
-                             f"{CONV_CHOICES}")
+        check_options(self.mode, self.sharing, self.conv_impl)
         if self.epochs < 1 or self.cpu_max_group < 1 or self.gpu_group_images < 1:
             raise ValueError("epochs, cpu_max_group and gpu_group_images must be >= 1")
         for what, values, grid in (("learning rate", self.lrs, nhb2.LRS),
@@ -250,8 +242,7 @@ def plan(preset: str | Preset) -> list[Job]:
 
 
 def preset_sharing(preset: str | Preset, accelerated: bool) -> str:
-    """The preset's program sharing for a grouping: "auto" is "supernet" on accelerators for
-    networks of at most `AUTO_SUPERNET_MAX_CHANNELS` channels, else "pattern".
+    """The preset's program sharing for a grouping (`nhb.train.grid.resolve_sharing`).
 
     Args:
         preset: a preset or its name.
@@ -261,10 +252,7 @@ def preset_sharing(preset: str | Preset, accelerated: bool) -> str:
         "pattern" or "supernet".
     """
     p = get_preset(preset)
-    if p.sharing != "auto":
-        return p.sharing
-    small = max(get_scale(p.scale).channels) <= AUTO_SUPERNET_MAX_CHANNELS
-    return "supernet" if accelerated and small else "pattern"
+    return resolve_sharing(p.sharing, get_scale(p.scale), accelerated)
 
 
 def plan_shards(preset: str | Preset, accelerated: bool) -> list[tuple[str, list[Job]]]:

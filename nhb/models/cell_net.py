@@ -186,14 +186,12 @@ class Cell(nn.Module):
                 conv = ReLUConvBN(self.features, conv_impl=self.conv_impl, name=f"edge{e}")
                 if concrete is not None:
                     d = digits[e]
-                    if flags[e] and (d == OP_CONV or self.is_initializing()):
-                        y_conv = conv(h, train, mask)  # masked + initialising: make params
-                        if d == OP_CONV:
-                            total = y_conv if total is None else total + y_conv
-                            continue
-                    if d in (OP_ZERO, OP_CONV):
+                    if flags[e] and d != OP_CONV and self.is_initializing():
+                        conv(h, train, mask)  # masked: create the unused edge's parameters
+                    if d == OP_ZERO:
                         continue
-                    y = avg_pool3x3(h) if d == OP_POOL else h
+                    y = (conv(h, train, mask) if d == OP_CONV
+                         else avg_pool3x3(h) if d == OP_POOL else h)
                 elif flags[e] and not self.masked:
                     y = conv(h, train, mask)
                 else:

@@ -115,21 +115,43 @@ class RunResult:
     group_size: int
 
 
-def resolve_sharing(sharing: str, scale: Scale | None = None) -> str:
+def check_options(mode: str = "auto", sharing: str = "auto", conv_impl: str = "auto") -> None:
+    """Validates the execution options of a grid.
+
+    Args:
+        mode: one of `EXECUTION_MODES`.
+        sharing: one of `SHARINGS`.
+        conv_impl: one of `CONV_CHOICES`.
+
+    Raises:
+        ValueError: an unknown value; the message names the valid choices.
+    """
+    for what, value, choices in (("execution mode", mode, EXECUTION_MODES),
+                                 ("program sharing", sharing, SHARINGS),
+                                 ("conv_impl", conv_impl, CONV_CHOICES)):
+        if value not in choices:
+            raise ValueError(f"unknown {what} {value!r}; valid choices: {list(choices)}")
+
+
+def resolve_sharing(sharing: str, scale: Scale | None = None,
+                    accelerated: bool | None = None) -> str:
     """Maps "auto" to "pattern" or "supernet" (see the module docstring); validates the name.
 
     Args:
         sharing: one of `SHARINGS`.
         scale: the network scale (None: assume a large one).
+        accelerated: whether the programs run on an accelerator (None: this process's
+            default backend is not the CPU).
 
     Returns:
         "pattern" or "supernet".
     """
-    if sharing not in SHARINGS:
-        raise ValueError(f"unknown program sharing {sharing!r}; valid choices: {SHARINGS}")
+    check_options(sharing=sharing)
     if sharing == "auto":
+        if accelerated is None:
+            accelerated = jax.default_backend() != "cpu"
         small = scale is not None and max(scale.channels) <= AUTO_SUPERNET_MAX_CHANNELS
-        return "supernet" if small and jax.default_backend() != "cpu" else "pattern"
+        return "supernet" if small and accelerated else "pattern"
     return sharing
 
 
@@ -150,8 +172,7 @@ def resolve_conv_impl(conv_impl: str, mode: str) -> tuple[str, str]:
     Returns:
         (training impl, evaluation impl).
     """
-    if conv_impl not in CONV_CHOICES:
-        raise ValueError(f"unknown conv_impl {conv_impl!r}; valid choices: {CONV_CHOICES}")
+    check_options(conv_impl=conv_impl)
     if conv_impl == "auto":
         return ("patches" if mode == "vmap" else "xla"), "xla"
     return conv_impl, conv_impl
@@ -208,8 +229,7 @@ def resolve_mode(mode: str, batch_size: int | None = None) -> str:
     Returns:
         "vmap" or "sequential".
     """
-    if mode not in EXECUTION_MODES:
-        raise ValueError(f"unknown execution mode {mode!r}; valid choices: {EXECUTION_MODES}")
+    check_options(mode=mode)
     if mode == "auto":
         if jax.default_backend() == "cpu":
             return "sequential"
