@@ -14,7 +14,6 @@ float32 tensor (kernels are negligible).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import time
@@ -24,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from provenance import write_result
 
-from nhb.bench.table import atomic_write, code_version
+from nhb.bench.table import code_version
 from nhb.models.layers import CONV_IMPLS, conv2d
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -115,8 +115,7 @@ def main(argv: Sequence[str]) -> None:
                 argv=sys.argv)
     out = FLAGS.output_json or str(_HERE / "results" / f"conv_impl_{meta['backend']}.json")
     if out.lower() != "none":
-        text = json.dumps(dict(meta=meta, rows=rows), indent=1, default=str).encode()
-        print(f"wrote {atomic_write(out, lambda f: f.write(text))}")
+        print(f"wrote {write_result(out, dict(meta=meta, rows=rows))}")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ Prints ms per step and images/s with ratios, and writes JSON.
 
 from __future__ import annotations
 
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from provenance import write_result
 
-from nhb._io import atomic_write_text
 from nhb.data import load_dataset
-from nhb.train import HParams, TrainData, TrainStatic, grid, make_train
+from nhb.train import HParams, TrainData, TrainStatic, make_cell_train, programs
 
 _OUT = flags.DEFINE_string("output_json", "benchmarks/results/cpu_step_loop.json", "JSON path.")
 _N = flags.DEFINE_integer("n_train", 640, "Training images per epoch (10 steps of 64).")
@@ -43,16 +42,16 @@ def main(argv: list[str]) -> None:
     static = TrainStatic(batch_size=bs, conv_edges=(True, False, True, False, True, False),
                          n_train=n, n_valid=n, n_test=n, epochs=1, channels=(4, 8, 16),
                          cells_per_stage=1)
-    t = make_train(static)
+    t = make_cell_train(static)
     ops = jnp.array([0, 1, 0, 2, 0, 3])
     keys = jnp.stack([jax.random.key(0)])
-    hp = HParams(lr=jnp.array([0.1]), momentum=jnp.array([0.9]),
+    hp = HParams(learning_rate=jnp.array([0.1]), momentum=jnp.array([0.9]),
                  weight_decay=jnp.array([5e-4]))
     opsb = ops[None]
     state = jax.jit(jax.vmap(t.init))(keys, hp, opsb)
     epoch = jnp.int32(0)
     scan_epoch = jax.jit(jax.vmap(t.train_epoch, in_axes=(0, None, 0, 0, None)))
-    host_epoch = grid._host_loop_epoch(static, state, hp, opsb, data)
+    host_epoch = programs.host_loop_epoch(t, state, hp, opsb, data)
     scan_s = _best(lambda: scan_epoch(state, epoch, hp, opsb, data), _REPEATS.value)
     host_s = _best(lambda: host_epoch(state, epoch, hp, opsb, data), _REPEATS.value)
     steps = t.steps
@@ -69,7 +68,7 @@ def main(argv: list[str]) -> None:
            "n_train": n, "steps": steps, "channels": [4, 8, 16], "cells_per_stage": 1,
            "rows": rows, "host_over_scan_speedup": ratio}
     if _OUT.value and _OUT.value != "none":
-        atomic_write_text(_OUT.value, json.dumps(out, indent=1))
+        write_result(_OUT.value, out)
         print(f"wrote {_OUT.value}")
 
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
+from provenance import write_result
 
 from nhb.bench import build
-from nhb.bench.table import atomic_write
 
 flags.DEFINE_string("output_dir", "/tmp/nhb-lite-probe", "Build directory.")
 flags.DEFINE_integer("seconds", 330, "Stop the build after this many seconds.")
@@ -76,7 +76,7 @@ def main(argv: Sequence[str]) -> None:
     text = json.dumps(payload, indent=1)
     print(text)
     if FLAGS.output_json:
-        atomic_write(FLAGS.output_json, lambda f: f.write(text.encode()))
+        write_result(FLAGS.output_json, payload)
 
 
 if __name__ == "__main__":

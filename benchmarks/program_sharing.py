@@ -36,9 +36,10 @@ from absl import app, flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import train_throughput as tt
+from provenance import write_result
 
 from nhb.bench.build import representative_codes
-from nhb.bench.table import atomic_write, code_version
+from nhb.bench.table import code_version
 from nhb.models.cell_net import conv_edges_of
 from nhb.models.layers import CONV_IMPLS
 from nhb.space import nhb2
@@ -132,8 +133,11 @@ def main(argv: Sequence[str]) -> None:
             (p["build"] for p in saved.get("projections", [])), "")
         saved["projections"] = report(saved["rows"], build_name, saved["meta"]["batch_size"])
         saved["meta"]["reported_by_code_version"] = code_version()
-        text = json.dumps(saved, indent=1, default=str).encode()
-        print(f"wrote {atomic_write(FLAGS.from_json, lambda f: f.write(text))}")
+        # The rows keep the provenance of their measurement; "provenance" becomes the
+        # re-report's.
+        measured = saved.pop("provenance", None)
+        saved.setdefault("measurement_provenance", measured)
+        print(f"wrote {write_result(FLAGS.from_json, saved)}")
         return
     try:
         scale = get_scale(FLAGS.scale)
@@ -185,9 +189,7 @@ def main(argv: Sequence[str]) -> None:
     out = FLAGS.output_json or str(
         _HERE / "results" / f"program_sharing_{meta['backend']}_{scale.name}.json")
     if out.lower() != "none":
-        text = json.dumps(dict(meta=meta, rows=rows, projections=projections), indent=1,
-                          default=str).encode()
-        print(f"wrote {atomic_write(out, lambda f: f.write(text))}")
+        print(f"wrote {write_result(out, dict(meta=meta, rows=rows, projections=projections))}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ answers is checked to agree, then the side-by-side ratio is printed and written 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -24,6 +23,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from provenance import write_result
 
 from nhb import bench
 from nhb.bench.api import Benchmark
@@ -106,8 +106,7 @@ def main() -> None:
     res = dict(name="query_speed", batch=args.batch, ours=ours,
                official=dict(queries=n, seconds=client_s, queries_per_s=client_rate),
                ratio_valid=ratio, setup_s=setup_s, agree_checked=n, machine=machine())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "query_speed.json").write_text(json.dumps(res, indent=1))
+    write_result(RESULTS / "query_speed.json", res)
     print(f"nhb Benchmark.query, batch {args.batch:,}: "
           + ", ".join(f"{k} {v['configs_per_s'] / 1e6:.1f} M configs/s" for k, v in ours.items()))
     print(f"official nashpobench2api, one query per call: {client_rate:,.0f} queries/s "

@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import write_result
 from query_speed import RESULTS, machine, official_setup
 
 from nhb import search
@@ -336,8 +337,7 @@ def main() -> None:
     res = dict(name="search_speed", runs=args.runs, budget=args.budget, methods=rows,
                total=total, hpbandster=importlib.util.find_spec("hpbandster") is not None,
                machine=machine())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search_speed.json").write_text(json.dumps(res, indent=1))
+    write_result(RESULTS / "search_speed.json", res)
     print(f"total nhb: cold (compile + run) {total['cold_s']:.1f} s, of which compile "
           f"{total['compile_s']:.1f} s; warm runs {total['warm_run_s']:.2f} s   "
           f"[load average {machine()['loadavg']}]")

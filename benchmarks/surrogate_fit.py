@@ -13,7 +13,6 @@ the ratio, and the machine load (the CPU is shared, so wall time depends on it).
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import platform
@@ -22,10 +21,11 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
+from provenance import write_result
 
 from nhb.bench import surrogate as sg
 from nhb.bench import surrogate_cv as cv
-from nhb.bench.table import atomic_write, code_version
+from nhb.bench.table import code_version
 from nhb.space import nhb2
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -87,8 +87,7 @@ def main(argv: list[str]) -> None:
         device=str(jax.devices()[0]), jax=jax.__version__, code_version=code_version(),
         host=platform.node(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         targets="surrogate_cv.synthetic_target (timing only; not real data)")
-    payload = json.dumps(result, indent=1).encode()
-    atomic_write(_OUTPUT.value, lambda f: f.write(payload))
+    write_result(_OUTPUT.value, result)
     print(f"wrote {_OUTPUT.value}")
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
-import json
 import math
 import pathlib
 import sys
@@ -44,12 +43,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from provenance import write_result
 
-from nhb.bench.table import atomic_write, code_version
+from nhb.bench.table import code_version
 from nhb.data import load_dataset
 from nhb.models.cell_net import conv_edges_of
 from nhb.space import nhb2
-from nhb.train import HParams, Job, TrainData, TrainStatic, get_scale, grid, make_train
+from nhb.train import (
+    HParams,
+    Job,
+    TrainData,
+    TrainStatic,
+    get_scale,
+    make_cell_train,
+    programs,
+)
 
 _HERE = pathlib.Path(__file__).resolve().parent
 FULL_BUILD = dict(runs=1011 * 48 * 3, epochs=12, n_train=25_000, n_valid=25_000, n_test=10_000)
@@ -118,7 +126,7 @@ def _precision(name: str) -> contextlib.AbstractContextManager:
 
 def _member_args(jobs: Sequence[Job]) -> tuple:
     keys = jnp.stack([jax.random.key(j.seed) for j in jobs])
-    hp = HParams(lr=jnp.asarray([j.lr for j in jobs], jnp.float32),
+    hp = HParams(learning_rate=jnp.asarray([j.learning_rate for j in jobs], jnp.float32),
                  momentum=jnp.full((len(jobs),), 0.9, jnp.float32),
                  weight_decay=jnp.full((len(jobs),), 5e-4, jnp.float32))
     return keys, hp, jnp.asarray([j.cell for j in jobs], jnp.int32)
@@ -140,7 +148,7 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
         Dict with group_size, compile_s, epoch_times_s, images_per_s (aggregate, best),
         images_per_s_median, per_config_images_per_s, final_loss.
     """
-    t = make_train(static)
+    t = make_cell_train(static)
     init = jax.jit(jax.vmap(t.init))
     epoch_fn = jax.jit(jax.vmap(t.train_epoch, in_axes=(0, None, 0, 0, None)))
     units = ([[jobs[k % len(jobs)]] for k in range(repeats + 1)] if sequential
@@ -150,7 +158,7 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
         state = init(keys, hp, ops)
         t0 = time.perf_counter()
         if jax.default_backend() == "cpu":  # what the grid runner does on CPU (host loop)
-            compiled = grid._host_loop_epoch(static, state, hp, ops, data)
+            compiled = programs.host_loop_epoch(t, state, hp, ops, data)
             memory = None
         else:
             compiled = epoch_fn.lower(state, jnp.int32(0), hp, ops, data).compile()
@@ -189,7 +197,7 @@ def memory_mb(compiled: jax.stages.Compiled) -> float | None:
 def time_jax_eval(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *,
                   repeats: int, precision: str) -> float:
     """Aggregate images/s of the vmapped augmented evaluation pass (the validation pass)."""
-    t = make_train(static)
+    t = make_cell_train(static)
     ev = jax.jit(jax.vmap(lambda s, o, x, y, k: t.evaluate(s, o, x, y, k, True),
                           in_axes=(0, 0, None, None, 0)))
     with _precision(precision):
@@ -343,8 +351,7 @@ def main(argv: Sequence[str]) -> None:
     payload = dict(meta=meta, rows=rows, projections=projections)
     out = FLAGS.output_json or str(_HERE / "results" / f"train_throughput_{backend}.json")
     if out.lower() != "none":
-        text = json.dumps(payload, indent=1, allow_nan=False, default=str).encode()
-        print(f"wrote {atomic_write(out, lambda f: f.write(text))}")
+        print(f"wrote {write_result(out, payload, allow_nan=False)}")
 
 
 if __name__ == "__main__":

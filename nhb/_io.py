@@ -1,10 +1,12 @@
-"""Atomic file writes shared by every part of nhb that persists results."""
+"""Atomic file writes and the code version, shared by every part of nhb that persists results."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
+import subprocess
 import tempfile
 from collections.abc import Callable
 from typing import BinaryIO
@@ -54,3 +56,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes text (UTF-8) atomically; see `atomic_write`."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+@functools.cache
+def code_version() -> str:
+    """`nhb.__version__`, plus `+g<commit>` (and `.dirty`) when run from a git checkout."""
+    import nhb
+
+    version = nhb.__version__
+    root = pathlib.Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return version
+    suffix = ".dirty" if dirty.returncode == 0 and dirty.stdout.strip() else ""
+    return f"{version}+g{commit.stdout.strip()}{suffix}"

@@ -156,3 +156,108 @@ def test_surrogate_overrides_200_epoch_values(table):
     assert b.has_200
     no200 = Benchmark(dataclasses.replace(table, extra={}))
     assert not no200.has_200 and np.isnan(no200.acc200(cfg)).all()
+
+
+# ----------------------------------------------------------------------------- sub-grids
+
+LR_SUB, BS_SUB = [1, 4, 6], [0, 3]
+
+
+@pytest.fixture(scope="module")
+def sub(table) -> bench.Table:
+    return bench.fake.sub_grid(table, LR_SUB, BS_SUB)
+
+
+def _sub_configs(table: bench.Table, n: int, seed: int) -> nhb2.Config:
+    cfg = _stored_configs(table, n, seed)
+    rng = np.random.default_rng(seed)
+    return cfg.replace(lr=jnp.asarray(rng.choice(LR_SUB, n), jnp.int32),
+                       bs=jnp.asarray(rng.choice(BS_SUB, n), jnp.int32))
+
+
+def test_sub_grid_queries_equal_the_full_tables(table, sub, b):
+    s = Benchmark(sub)
+    assert s.space.lrs == tuple(LR_SUB) and s.space.bss == tuple(BS_SUB)
+    assert not s.space.is_full and b.space.is_full is False  # 30 of 1011 classes
+    assert s.space.n_configs == s.space.n_cells * 6 and s.space.n_distinct == 30 * 6
+    cfg = _sub_configs(table, 200, 7)
+    epochs = jnp.asarray(np.random.default_rng(8).integers(1, 13, 200))
+    for kw in (dict(mode="valid"), dict(mode="test"), dict(seed=2), dict(seed="mean")):
+        q = jax.jit(lambda bb, c, e, kw=kw: bb.query(c, e, **kw))
+        jax.tree.map(np.testing.assert_array_equal, q(s, cfg, epochs), q(b, cfg, epochs))
+    q200 = jax.jit(lambda bb, c: bb.query(c, 200))
+    jax.tree.map(np.testing.assert_array_equal, q200(s, cfg), q200(b, cfg))
+    want = table.extra["avg_acc_200"][table.row_of_cell[np.asarray(nhb2.cell_index(cfg.cell))],
+                                      np.asarray(cfg.lr), np.asarray(cfg.bs)]
+    np.testing.assert_array_equal(q200(s, cfg).test_acc, want)
+
+
+def test_sub_grid_absent_hyperparameters(table, sub):
+    s = Benchmark(sub)
+    cfg = _sub_configs(table, 3, 9)
+    cfg = cfg.replace(lr=cfg.lr.at[1].set(7), bs=cfg.bs.at[2].set(5))
+    with pytest.raises(ValueError, match=r"learning rate 0\.4 \(index 7\) is not in this table, "
+                                         r"which holds \[0\.00625, 0\.05, 0\.2\]"):
+        s.query(cfg)
+    with pytest.raises(ValueError, match=r"batch size 512 \(index 5\).*\[16, 128\]"):
+        s.query(cfg.replace(lr=cfg.lr.at[1].set(1)))
+    res = jax.jit(lambda bb, c: bb.query(c))(s, cfg)
+    assert np.isfinite(res.cost[0]) and np.isnan(res.valid_acc[1:]).all()
+    assert np.isnan(res.cost[1:]).all() and np.isnan(jax.jit(s.acc200)(cfg)[1:]).all()
+
+
+def test_sub_grid_oracle_costs_and_surrogate(table, sub):
+    s = Benchmark(sub)
+    valid = table.seed_mean("valid_acc")[:, LR_SUB][:, :, BS_SUB]
+    r, i, j = np.unravel_index(int(np.nanargmax(valid)), valid.shape)
+    cfg, v = s.best("valid", "mean")
+    assert v == pytest.approx(float(valid[r, i, j]))
+    assert (int(cfg.lr), int(cfg.bs)) == (LR_SUB[i], BS_SUB[j])
+    assert int(nhb2.cell_index(cfg.cell)) == int(table.cells[r])
+    tv = table.extra["total_trainval_time"][:, LR_SUB][:, :, BS_SUB, 0]
+    assert s.min_cost() == pytest.approx(float(tv.min()), rel=1e-6)
+    assert s.mean_cost() == pytest.approx(float(tv.mean()), rel=1e-6)
+
+    class Fake:
+        def predict(self, cfg):
+            return 50.0 + cfg.lr * 2.0 + cfg.bs
+
+    sg = Benchmark(sub, surrogate=Fake(), chunk=7)
+    assert sg.acc_200.shape == (30, 3, 2)
+    q = _sub_configs(table, 20, 10)
+    np.testing.assert_allclose(sg.acc200(q), 50.0 + np.asarray(q.lr) * 2.0 + np.asarray(q.bs))
+
+
+def test_build_directory_loads(sub, tmp_path):
+    bench.save_table(sub, tmp_path / bench.TABLE_FILE)
+    s = Benchmark(tmp_path)  # a build directory: its table.nhb
+    assert s.space == Benchmark(sub).space and s.packed.shape[1:3] == (3, 2)
+
+
+def test_tables_of_other_lengths_default_to_their_last_epoch():
+    t = bench.random_table(2, rows=[0, 5], n_seeds=1, n_epochs=3, lr_indices=[0], bs_indices=[1])
+    s = Benchmark(t)
+    assert s.n_epochs == 3 and s.space.n_epochs == 3 and "3 epochs" in s.space.describe()
+    cfg = nhb2.make(nhb2.cell_from_index(np.array([0, 5])), [0, 0], [1, 1])
+    res = jax.jit(lambda bb, c: bb.query(c))(s, cfg)
+    np.testing.assert_array_equal(res.valid_acc, t.metrics["valid_acc"][:, 0, 0, 0, 2])
+    cost = (t.metrics["train_time"][:, 0, 0, 0].astype(np.float64).sum(-1)
+            + t.metrics["valid_time"][:, 0, 0, 0].sum(-1))
+    np.testing.assert_allclose(res.cost, cost, rtol=1e-6)
+    assert s.min_cost() == pytest.approx(float(cost.min()), rel=1e-6)
+    assert s.best("valid", "official")[1] == pytest.approx(
+        float(t.metrics["valid_acc"][:, 0, 0, 0, 2].max()))
+    with pytest.raises(ValueError, match=r"integers 1\.\.3"):
+        s.query(cfg, 12)
+
+
+def test_unsorted_table_axes(table, sub, b):
+    """A table whose lr / bs axes are not increasing answers the same as the sorted one."""
+    rev = bench.fake.sub_grid(sub, [2, 0, 1], [1, 0])
+    assert rev.lrs == (0.2, 0.00625, 0.05) and rev.batch_sizes == (128, 16)
+    s = Benchmark(rev)
+    assert s.space == Benchmark(sub).space
+    cfg = _sub_configs(table, 50, 11)
+    q = jax.jit(lambda bb, c: bb.query(c, 7, mode="test"))
+    jax.tree.map(np.testing.assert_array_equal, q(s, cfg), q(b, cfg))
+    np.testing.assert_array_equal(jax.jit(s.acc200)(cfg), jax.jit(b.acc200)(cfg))

@@ -32,11 +32,6 @@ def _np_flip_crop(img: np.ndarray, flip: bool, dy: int, dx: int, p: int = 4) -> 
     return out[:, ::-1] if flip else out
 
 
-def test_constants() -> None:
-    np.testing.assert_allclose(MEAN * 255, [125.3, 123.0, 113.9], rtol=1e-6)
-    np.testing.assert_allclose(STD * 255, [63.0, 62.1, 66.7], rtol=1e-6)
-
-
 def test_normalize_by_hand() -> None:
     x = np.array([[[0, 128, 255]], [[10, 20, 30]]], np.uint8)  # [2, 1, 3]
     got = jax.jit(normalize)(x)

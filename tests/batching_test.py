@@ -48,9 +48,8 @@ def test_epoch_covers_every_index_once(n: int, bs: int) -> None:
 
 def test_last_batch_partial() -> None:
     idx, mask = (np.asarray(a) for a in epoch_jit(jax.random.key(1), N, BS))
-    assert mask[-1].sum() == N % BS == 7
-    np.testing.assert_array_equal(mask[-1], np.arange(BS) < 7)
-    assert (idx[-1, 7:] == 0).all()
+    np.testing.assert_array_equal(mask[-1], np.arange(BS) < N % BS)
+    assert (idx[-1, N % BS:] == 0).all()
 
 
 def test_shuffled_and_key_dependent() -> None:

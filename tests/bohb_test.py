@@ -154,3 +154,74 @@ def test_runner_flags_overflow_as_truncated():
     s = bohb.BOHB(max_obs=8, n_iterations=3)
     tr = search.run_many(jax.random.key(0), s, s.default_params(), b, 1e5, 2, 20)
     assert np.asarray(tr.truncated).all() and (np.asarray(tr.n_queries) == 20).all()
+
+
+# ----------------------------------------------------------------------------- sub-spaces
+
+POW4 = 4 ** np.arange(5, -1, -1)
+DATUM = [0, 1, 2, 3, 0, 1]
+COVERED = [DATUM, [1, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 1], [0, 2, 2, 0, 0, 1],
+           [3, 3, 3, 3, 3, 3], [2, 0, 1, 1, 2, 2], [1, 0, 3, 2, 1, 0]]
+
+
+def _space():
+    from nhb.bench.subspace import SearchSpace
+
+    return SearchSpace.make([int(np.dot(c, POW4)) for c in COVERED], lrs=(1, 3, 6), bss=(0, 4))
+
+
+def test_sub_space_cards_and_slot_encoding():
+    sp = _space()
+    s, h = bohb.BOHB(space=sp), bohb.BOHB(hpo_only=True, space=sp)
+    assert s.cards == (4, 4, 4, 4, 4, 4, 3, 2) and h.cards == (1, 3, 2)
+    assert s.n_model == 18 and h.n_model == 8  # the dimensions, not the cardinalities, count
+    cfg = nhb2.make(DATUM, 6, 4)
+    v = jax.jit(s.encode)(cfg)
+    assert v.tolist() == [*DATUM, 2, 1]
+    st = s.sampler_init(jax.random.key(0), s.default_params())
+    back = s.decode(v, st)
+    assert int(back.lr) == 6 and int(back.bs) == 4
+    assert jax.jit(h.encode)(cfg).tolist() == [0, 2, 1]
+
+
+def test_sub_space_uniform_proposals_without_a_model():
+    from scipy import stats
+
+    sp = _space()
+    s = bohb.BOHB(space=sp)
+    st = s.sampler_init(jax.random.key(0), s.default_params())
+    keys = jax.random.split(jax.random.key(1), 8400)
+    cfg = jax.jit(jax.vmap(lambda k: s.propose(k, st, s.default_params())))(keys)
+    assert bool(jnp.all(sp.contains(cfg)))
+    _, counts = np.unique(np.asarray(nhb2.to_index(cfg)), return_counts=True)
+    assert len(counts) == sp.n_configs == 7 * 3 * 2
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_sub_space_candidate_cell_is_hpbandster_law_given_coverage():
+    """One candidate per proposal, all good results on one cell (bandwidth 0.3, so each edge
+    keeps the datum's op w.p. 0.7, else uniform over 4): the proposed cell's law is
+    prod_e (0.7 [c_e = d_e] + 0.3 / 4) over the covered cells, renormalised."""
+    from scipy import stats
+
+    sp = _space()
+    s = bohb.BOHB(space=sp, num_samples=1)
+    r = np.random.default_rng(0)
+    n = 30
+    cells = np.asarray(COVERED)[r.integers(0, len(COVERED), n)]
+    cells[:12] = DATUM
+    cells[12], cells[13] = COVERED[4], COVERED[5]  # the bad set has >= 2 ops on every edge
+    x = np.concatenate([cells, r.integers(0, 3, (n, 1)), r.integers(0, 2, (n, 1))], 1)
+    loss = np.concatenate([np.arange(12), 50 + np.arange(n - 12)]).astype(np.float32)
+    st = _state_with(s, x, loss, 2)
+    keys = jax.random.split(jax.random.key(2), 6000)
+    cfg = jax.jit(jax.vmap(lambda k: s.propose(k, st, s.default_params())))(keys)
+    assert bool(jnp.all(sp.contains(cfg)))
+    digits = np.asarray(COVERED)
+    w = np.prod(np.where(digits == DATUM, 0.7, 0.0) + 0.3 / 4, axis=1)
+    p = w / w.sum()
+    got = np.asarray(nhb2.cell_index(cfg.cell))
+    counts = np.array([(got == int(np.dot(c, POW4))).sum() for c in COVERED])
+    assert counts.sum() == len(keys)
+    assert p[0] == pytest.approx(0.7750 ** 6 / w.sum()) and p[0] > 0.6
+    assert stats.chisquare(counts, p * len(keys)).pvalue > 1e-3

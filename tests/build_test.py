@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from nhb import bench
+from nhb import bench, train
 from nhb.bench import build, executors
 from nhb.models.cell_net import conv_edges_of
 from nhb.space import cells
@@ -33,10 +33,11 @@ CLI = REPO / "experiments" / "nhb2_build.py"
 TINY = dataclasses.replace(
     build.PRESETS["smoke"], name="test", epochs=2, cells=("1|11|111", "1|11|222"),
     lrs=(0.05, 0.1), batch_sizes=(16,), max_per_split=16, cpu_max_group=1)
-TINY_FLAGS = ["--config.overrides.name=test", "--config.overrides.epochs=2",
+TINY_FLAGS = ["--preset=smoke", "--config.overrides.name=test", "--config.overrides.epochs=2",
               "--config.overrides.cells=1|11|111,1|11|222", "--config.overrides.lrs=0.05,0.1",
               "--config.overrides.batch_sizes=16", "--config.overrides.max_per_split=16",
-              "--config.overrides.cpu_max_group=1", "--config.progress=False"]
+              "--config.overrides.cpu_max_group=1", "--config.progress=False",
+              "--config.study=False"]
 TRAINED = [m for m in bench.METRICS if not m.endswith("_time")]
 KILL_SCRIPT = """
 import json, sys, time
@@ -98,7 +99,8 @@ def temp_files(out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def test_presets():
-    paper, lite, smoke = (build.get_preset(n) for n in ("paper", "lite", "smoke"))
+    paper, lite, smoke, study = (build.get_preset(n) for n in ("paper", "lite", "smoke", "study"))
+    assert study.epochs == 12 and study.n_runs == 24 and not study.train_eval
     assert (paper.dataset, paper.scale, paper.epochs, paper.seeds) == (
         "cifar10", "paper", 12, (222, 555, 888))
     assert paper.n_runs == 1011 * 48 * 3 and len(paper.cell_codes()) == 1011
@@ -106,7 +108,7 @@ def test_presets():
     assert lite.scale in ("tiny", "small") and smoke.scale == "tiny"
     assert {"0|00|000", "0|00|333"} <= set(smoke.cells)  # all-conv and the disconnected class
     assert smoke.max_per_split and smoke.n_runs <= 32
-    with pytest.raises(ValueError, match=r"valid choices.*lite.*paper.*smoke"):
+    with pytest.raises(ValueError, match=r"valid choices.*lite.*paper.*smoke.*study"):
         build.get_preset("huge")
     with pytest.raises(ValueError, match=r"valid choices.*local.*ray"):
         build.build(TINY, "/nonexistent/never", executor="slurm")
@@ -121,7 +123,7 @@ def test_presets():
 
 def test_plan_and_grouping():
     jobs = build.plan(TINY)
-    assert [(j.code, j.lr, j.batch_size, j.seed) for j in jobs] == [
+    assert [(j.code, j.learning_rate, j.batch_size, j.seed) for j in jobs] == [
         ("1|11|111", 0.05, 16, 222), ("1|11|111", 0.1, 16, 222),
         ("1|11|222", 0.05, 16, 222), ("1|11|222", 0.1, 16, 222)]
     cpu = build.plan_shards(TINY, accelerated=False)
@@ -159,10 +161,18 @@ def test_build_outputs(reference):
     t = cells.cell_tables()
     codes = [t.codes[i] for i in table.cells]
     assert codes == list(TINY.cells) and table.lrs == TINY.lrs and table.n_epochs == 2
-    for m in ("train_acc", "valid_acc", "test_acc"):
-        assert np.all((table.metrics[m] >= 0) & (table.metrics[m] <= 100))
+    # golden: the table holds exactly what the grid runner gives for the same jobs
+    data = executors.load_data(executors.GroupSettings(
+        scale="tiny", epochs=2, mode="auto", eval_batch_size=None, dataset="subset",
+        data_dir=None, max_per_split=16))
+    for job in build.plan(TINY):
+        r, = train.run_group([job], data, scale=train.get_scale("tiny"), epochs=2)
+        at = (TINY.cells.index(job.code), TINY.lrs.index(job.learning_rate), 0, 0)
+        for m in TRAINED:
+            np.testing.assert_allclose(table.metrics[m][at], r.metrics[m], rtol=1e-6,
+                                       err_msg=m)
     assert np.isfinite(table.metrics["train_loss"]).all() and not table.diverged.any()
-    assert (table.metrics["train_time"] > 0).all()
+    assert (table.metrics["train_time"] > 0).all() and table.meta["train_metrics"] == "eval"
     meta = table.meta
     assert meta["protocol"] == "test" and meta["preset"] == TINY.to_dict()
     assert (meta["scale"], meta["dataset"], meta["seeds"], meta["n_epochs"]) == (
@@ -253,7 +263,7 @@ def test_kill_and_resume_through_the_cli(reference, tmp_path, env, cache_dir):
            f"--config.compile_cache_dir={cache_dir}", *TINY_FLAGS]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "best by valid" in run.stdout and '"final_test_acc"' in run.stdout
+    assert "best by valid" in run.stdout and "final test accuracy" in run.stdout
     assert not temp_files(out) and len(shard_files(out)) == 4
     resumed = bench.load_table(out / build.TABLE_FILE)
     assert_same_results(resumed, table)

@@ -30,6 +30,136 @@ VALID_MSG = "0 conv3x3, 1 avgpool3x3, 2 skip, 3 zero"
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 
 
+# ------------------------------------------------------------ NumPy reference forward pass
+# An independent float64 forward of the NAS-HPO-Bench-II network written from DESIGN.md §3
+# (the authors' PyTorch modules): no JAX, explicit padding, convolution as a sum over the
+# k x k taps of shifted windows. `mutant` switches on one deliberate deviation so the tests
+# can show that the comparison catches it.
+
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1
+MUTANTS = ("pool_excludes_padding", "no_shortcut", "tf_same_padding", "biased_running_var",
+           "mask_ignored")
+
+
+def _np_conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, stride: int,
+               pad: tuple[int, int]) -> np.ndarray:
+    """torch.nn.Conv2d in NHWC / HWIO: zero padding (before, after) on both spatial axes."""
+    k = kernel.shape[0]
+    xp = np.pad(x, ((0, 0), pad, pad, (0, 0)))
+    ho = (xp.shape[1] - k) // stride + 1
+    wo = (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], ho, wo, kernel.shape[-1]))
+    for i in range(k):
+        for j in range(k):
+            window = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            out += np.einsum("bhwc,co->bhwo", window, kernel[i, j])
+    return out if bias is None else out + bias
+
+
+def _np_avg_pool3x3(x: np.ndarray, count_include_pad: bool = True) -> np.ndarray:
+    """nn.AvgPool2d(3, 1, 1): the window sum over 9 (or over the in-image taps if not)."""
+    h, w = x.shape[1:3]
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    total = sum(xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
+    if count_include_pad:
+        return total / 9.0
+    ones = np.pad(np.ones((1, h, w, 1)), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return total / sum(ones[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
+
+
+def _to_float64(tree):
+    """A nested dict of arrays as float64 NumPy copies."""
+    if isinstance(tree, dict):
+        return {k: _to_float64(v) for k, v in tree.items()}
+    return np.array(tree, np.float64)
+
+
+class NumpyCellNet:
+    """The network on given variables, in float64 NumPy.
+
+    Train mode normalises with the batch statistics of the examples in `mask` and records
+    PyTorch's running-statistic update (unbiased variance, momentum 0.1) in `new_stats`
+    (a flat {path: {"mean", "var"}} of the BatchNorms that ran).
+    """
+
+    def __init__(self, variables, train: bool, mask: np.ndarray | None = None,
+                 mutant: str | None = None):
+        assert mutant in (None, *MUTANTS), mutant
+        self.params = _to_float64(variables["params"])
+        self.stats = _to_float64(variables["batch_stats"])
+        self.train, self.mask, self.mutant = train, mask, mutant
+        self.new_stats: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+
+    def _get(self, tree, path: tuple[str, ...]):
+        for k in path:
+            tree = tree[k]
+        return tree
+
+    def bn(self, x: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
+        p, s = self._get(self.params, path), self._get(self.stats, path)
+        if self.train:
+            ignore = self.mask is None or self.mutant == "mask_ignored"
+            valid = x if ignore else x[self.mask]
+            n = valid.shape[0] * valid.shape[1] * valid.shape[2]
+            mean, var = valid.mean(axis=(0, 1, 2)), valid.var(axis=(0, 1, 2))
+            unbiased = var if self.mutant == "biased_running_var" else var * n / (n - 1)
+            self.new_stats[path] = {
+                "mean": (1 - BN_MOMENTUM) * s["mean"] + BN_MOMENTUM * mean,
+                "var": (1 - BN_MOMENTUM) * s["var"] + BN_MOMENTUM * unbiased}
+        else:
+            mean, var = s["mean"], s["var"]
+        return (x - mean) / np.sqrt(var + BN_EPS) * p["scale"] + p["bias"]
+
+    def relu_conv_bn(self, x: np.ndarray, path: tuple[str, ...], stride: int) -> np.ndarray:
+        conv = self._get(self.params, path)["conv"]
+        pad = (0, 1) if stride == 2 and self.mutant == "tf_same_padding" else (1, 1)
+        y = _np_conv2d(np.maximum(x, 0.0), conv["kernel"], conv.get("bias"), stride, pad)
+        return self.bn(y, (*path, "bn"))
+
+    def cell(self, x: np.ndarray, digits: tuple[int, ...], name: str) -> np.ndarray:
+        nodes = [x]
+        for j in range(1, 4):
+            total = np.zeros_like(x)
+            for e, (to, frm) in enumerate(EDGES):
+                if to != j:
+                    continue
+                h, d = nodes[frm], digits[e]
+                if d == 0:
+                    total = total + self.relu_conv_bn(h, (name, f"edge{e}"), 1)
+                elif d == 1:
+                    total = total + _np_avg_pool3x3(
+                        h, count_include_pad=self.mutant != "pool_excludes_padding")
+                elif d == 2:
+                    total = total + h
+            nodes.append(total)
+        return nodes[3]
+
+    def reduction(self, x: np.ndarray, name: str) -> np.ndarray:
+        branch = self.relu_conv_bn(x, (name, "conv_a"), 2)
+        branch = self.relu_conv_bn(branch, (name, "conv_b"), 1)
+        if self.mutant == "no_shortcut":
+            return branch
+        b, h, w, c = x.shape
+        pooled = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+        sc = self.params[name]["shortcut"]
+        return branch + _np_conv2d(pooled, sc["kernel"], sc["bias"], 1, (0, 0))
+
+    def __call__(self, x: np.ndarray, cell: str, cells_per_stage: int) -> np.ndarray:
+        """Logits [B, classes] of images `x` [B, H, W, 3] for the cell code `cell`."""
+        digits = tuple(int(ch) for ch in cell.replace("|", ""))
+        p = self.params
+        h = np.asarray(x, np.float64)
+        h = self.bn(_np_conv2d(h, p["stem_conv"]["kernel"], p["stem_conv"]["bias"], 1, (1, 1)),
+                    ("stem_bn",))
+        for s in range(3):
+            if s > 0:
+                h = self.reduction(h, f"reduction{s}")
+            for k in range(cells_per_stage):
+                h = self.cell(h, digits, f"stage{s}_cell{k}")
+        h = np.maximum(self.bn(h, ("head_bn",)), 0.0).mean(axis=(1, 2))
+        return h @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+
+
 def _images(n: int, seed: int = 0) -> jax.Array:
     return jax.random.normal(jax.random.key(seed), (n, 32, 32, 3))
 
@@ -63,6 +193,66 @@ def _assert_trees_close(a, b, tol: float = 1e-5) -> None:
     assert ta == tb
     for x, y in zip(la, lb, strict=True):
         np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+def _randomise_bn(variables, seed: int):
+    """Random BatchNorm affine parameters and running statistics (init: 1, 0 and 0, 1)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        keys = [p.key for p in path]
+        if keys[0] == "batch_stats":
+            value = (rng.normal(0.0, 0.5, leaf.shape) if keys[-1] == "mean"
+                     else rng.uniform(0.5, 2.0, leaf.shape))
+        elif keys[-2].endswith("bn"):
+            value = (rng.uniform(0.5, 1.5, leaf.shape) if keys[-1] == "scale"
+                     else rng.normal(0.0, 0.3, leaf.shape))
+        else:
+            return leaf
+        return jnp.asarray(value, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, variables)
+
+
+def _bn_stats_by_path(batch_stats) -> dict[tuple[str, ...], dict[str, np.ndarray]]:
+    """{path of a BatchNorm: {"mean", "var"}} of a batch_stats tree."""
+    out: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(batch_stats)[0]:
+        keys = tuple(p.key for p in path)
+        out.setdefault(keys[:-1], {})[keys[-1]] = np.asarray(leaf)
+    return out
+
+
+def _relative_error(got, want) -> float:
+    """max |got - want| over max |want|."""
+    want = np.asarray(want, np.float64)
+    return float(np.abs(np.asarray(got, np.float64) - want).max() / np.abs(want).max())
+
+
+GOLDEN_TOL = 1e-4  # float32 network against the float64 reference, relative to max |ref|
+# Golden runs use full float32 convolutions and matmuls on every backend (GPUs would
+# otherwise be allowed TF32), so the tolerance does not depend on the backend.
+FULL_PRECISION = "highest"
+
+
+def _assert_matches_reference(got, want, what: str) -> None:
+    err = _relative_error(got, want)
+    assert err < GOLDEN_TOL, f"{what}: relative error {err:.2e} against the NumPy reference"
+
+
+def _assert_stats_match_reference(updated, reference: NumpyCellNet, exact: bool) -> None:
+    """Every BatchNorm the reference ran has its running statistics updated as PyTorch does.
+
+    `exact`: the network has no unused BatchNorms, so every one must have run.
+    """
+    got = _bn_stats_by_path(updated)
+    assert reference.new_stats, "the reference ran no BatchNorm in train mode"
+    if exact:
+        assert set(got) == set(reference.new_stats)
+    for path, want in reference.new_stats.items():
+        for k in ("mean", "var"):
+            np.testing.assert_allclose(got[path][k], want[k], rtol=GOLDEN_TOL, atol=1e-6,
+                                       err_msg=f"{'/'.join(path)} running {k}")
 
 
 # ----------------------------------------------------------------------- parameter counts
@@ -122,15 +312,20 @@ def default_vars():
     return net, _jit_init(net, cell_digits(DEFAULT_CELL))(jax.random.key(0))
 
 
-def test_forward_default_scale(default_vars):
+def test_forward_default_scale_matches_numpy_reference(default_vars):
+    # Paper-size network (16/32/64 channels, 5 cells per stage), train mode with a padded
+    # example excluded from the BatchNorm statistics.
     net, v = default_vars
-    logits, upd = _train_fn_concrete(net, cell_digits(DEFAULT_CELL))(v, _images(2))
-    assert logits.shape == (2, 10)
-    assert np.all(np.isfinite(logits)) and np.std(np.asarray(logits)) > 0
-    assert not np.allclose(logits[0], logits[1])
-    assert not np.allclose(upd["batch_stats"]["stem_bn"]["mean"], 0.0)
-    assert jax.tree_util.tree_structure(upd["batch_stats"]) == jax.tree_util.tree_structure(
-        v["batch_stats"])
+    v = _randomise_bn(v, seed=3)
+    x = np.asarray(_images(3))
+    mask = np.array([True, True, False])
+    ops = cell_digits(DEFAULT_CELL)
+    with jax.default_matmul_precision(FULL_PRECISION):
+        logits, upd = jax.jit(lambda v, x, m: net.apply(
+            v, x, ops, train=True, mask=m, mutable=["batch_stats"]))(v, x, mask)
+    ref = NumpyCellNet(v, train=True, mask=mask)
+    _assert_matches_reference(logits, ref(x, DEFAULT_CELL, 5), "train logits")
+    _assert_stats_match_reference(upd["batch_stats"], ref, exact=True)
 
 
 def _parent(tree, keys):
@@ -224,13 +419,89 @@ def tiny_vars(tiny_all_conv):
     return net, v
 
 
-def test_forward_tiny_shapes(tiny_vars):
-    net, v = tiny_vars
-    logits = jax.jit(lambda v, x: net.apply(v, x, cell_digits(PATTERN_CELLS[0]), False))(
-        v, _images(3))
-    assert logits.shape == (3, 10) and np.all(np.isfinite(logits))
-    assert v["params"]["stage2_cell0"]["edge5"]["conv"]["kernel"].shape == (3, 3, 16, 16)
-    assert v["params"]["reduction2"]["shortcut"]["kernel"].shape == (1, 1, 8, 16)
+# Golden values: the jitted Linen network against the NumPy reference on fixed random weights
+# (PyTorch-default init, random BatchNorm parameters and running statistics), in eval mode
+# and in train mode with a padded example masked out of the batch statistics.
+GOLDEN_CASES = {  # id: (cell, run as the masked all-conv supernet with traced ops)
+    "all_conv": ("0|00|000", False),
+    "mixed": ("0|12|310", False),  # conv A, F; pool B, E; skip C; zero D
+    "supernet_pool_skip_conv": ("1|21|302", True),  # 6 conv edges present, only E is conv
+    "disconnected": ("3|33|333", False),
+    "dangling_convs": ("0|00|333", False),  # convs whose output never reaches node 3
+}
+GOLDEN_MASK = np.array([True, False, True, True])
+
+
+@pytest.fixture(scope="module")
+def golden(tiny_all_conv):
+    """case id -> (variables, images, eval logits, train logits, updated batch_stats)."""
+    net_all, v_all = tiny_all_conv
+    v_all = _randomise_bn(v_all, seed=11)
+    x = np.asarray(_images(len(GOLDEN_MASK), seed=12))
+    cache = {}
+
+    def run(case: str):
+        if case not in cache:
+            with jax.default_matmul_precision(FULL_PRECISION):
+                cache[case] = compute(case)
+        return cache[case]
+
+    def compute(case: str):
+        code, masked = GOLDEN_CASES[case]
+        if masked:  # one program for every cell: ops traced
+            net, v, ops = net_all.clone(masked=True), v_all, jnp.asarray(cell_digits(code))
+            ev = jax.jit(lambda v, x, o: net.apply(v, x, o, False))(v, x, ops)
+            tr, upd = jax.jit(lambda v, x, o, m: net.apply(
+                v, x, o, train=True, mask=m, mutable=["batch_stats"]))(
+                v, x, ops, GOLDEN_MASK)
+        else:  # the exact-pattern network, ops concrete
+            net = cell_net(code, **TINY)
+            v, ops = _subset(v_all, net.conv_edges), cell_digits(code)
+            ev = jax.jit(lambda v, x: net.apply(v, x, ops, False))(v, x)
+            tr, upd = jax.jit(lambda v, x, m: net.apply(
+                v, x, ops, train=True, mask=m, mutable=["batch_stats"]))(v, x, GOLDEN_MASK)
+        return v, x, np.asarray(ev), np.asarray(tr), upd["batch_stats"]
+
+    return run
+
+
+@pytest.mark.parametrize("case", list(GOLDEN_CASES))
+def test_logits_and_running_stats_match_numpy_reference(golden, case):
+    code, masked = GOLDEN_CASES[case]
+    v, x, eval_logits, train_logits, updated = golden(case)
+    _assert_matches_reference(eval_logits, NumpyCellNet(v, train=False)(x, code, 1),
+                              "eval logits")
+    ref = NumpyCellNet(v, train=True, mask=GOLDEN_MASK)
+    _assert_matches_reference(train_logits, ref(x, code, 1), "train logits")
+    _assert_stats_match_reference(updated, ref, exact=not masked)
+    if masked:
+        # The supernet's unused conv edges are still updated (their discarded convs run in
+        # train mode); only the used edge E (edge4) of each cell is in the reference.
+        assert {p[-2] for p in ref.new_stats if p[0].startswith("stage")} == {"edge4"}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_numpy_reference_comparison_catches_mutants(golden, mutant):
+    # The golden assertions fail against a reference with one deliberate deviation (pool not
+    # counting the padding, no reduction shortcut, TF "SAME" padding (0, 1) for the stride-2
+    # conv, biased running variance, padded examples in the statistics), each by a margin of
+    # at least 5x the tolerance: the golden tests would catch that bug in the Linen model.
+    code, _ = GOLDEN_CASES["mixed"]  # has pool edges, so the padding count matters
+    v, x, eval_logits, _, updated = golden("mixed")
+    if mutant in ("biased_running_var", "mask_ignored"):  # train-mode running statistics
+        ref = NumpyCellNet(v, train=True, mask=GOLDEN_MASK, mutant=mutant)
+        ref(x, code, 1)
+        with pytest.raises(AssertionError):
+            _assert_stats_match_reference(updated, ref, exact=True)
+        got = _bn_stats_by_path(updated)
+        err = max(_relative_error(got[p][k], s[k]) for p, s in ref.new_stats.items()
+                  for k in ("mean", "var"))
+    else:
+        want = NumpyCellNet(v, train=False, mutant=mutant)(x, code, 1)
+        with pytest.raises(AssertionError):
+            _assert_matches_reference(eval_logits, want, "eval logits")
+        err = _relative_error(eval_logits, want)
+    assert err > 5 * GOLDEN_TOL, (mutant, err)
 
 
 def test_init_deterministic_and_ops_independent(tiny_all_conv):
@@ -405,17 +676,6 @@ def test_conv_on_zero_node_is_computed_faithfully():
         np.testing.assert_allclose(y, 0.5, atol=1e-6)
         np.testing.assert_allclose(upd["batch_stats"]["edge5"]["bn"]["var"], 0.9, rtol=1e-6)
         np.testing.assert_allclose(upd["batch_stats"]["edge5"]["bn"]["mean"], 0.0, atol=1e-7)
-
-
-@pytest.mark.parametrize("code", ["3|33|333", "0|00|333"])
-def test_disconnected_cells_run(tiny_all_conv, code):
-    net = cell_net(code, **TINY)
-    v = _subset(tiny_all_conv[1], net.conv_edges)
-    logits, upd = _train_fn_concrete(net, cell_digits(code))(v, _images(2))
-    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
-    if code == "0|00|333":
-        # Unreachable convs still run and update their BN statistics.
-        assert not np.allclose(upd["batch_stats"]["stage0_cell0"]["edge2"]["bn"]["mean"], 0)
 
 
 def test_mask_is_forwarded_to_batchnorm(tiny_vars):

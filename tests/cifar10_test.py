@@ -34,10 +34,12 @@ def _index_of(images: np.ndarray, vendored: dict[str, np.ndarray]) -> np.ndarray
     return np.array([lookup[x.tobytes()] for x in images.reshape(len(images), -1)])
 
 
-def test_constants() -> None:
-    assert NUM_CLASSES == 10
-    assert len(CLASS_NAMES) == 10
-    assert CLASS_NAMES[0] == "airplane" and CLASS_NAMES[-1] == "truck"
+def test_class_constants_agree_with_vendored_labels() -> None:
+    vendored = load_npz("cifar10_subset/cifar10_subset.npz")
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(np.unique(vendored[f"{split}_labels"]),
+                                      np.arange(NUM_CLASSES))
+    assert len(CLASS_NAMES) == len(set(CLASS_NAMES)) == NUM_CLASSES
 
 
 def test_official_split() -> None:
@@ -73,6 +75,13 @@ def test_subset_follows_official_split(subset: Dataset) -> None:
     # Every vendored image went to exactly one of train/valid.
     np.testing.assert_array_equal(np.sort(np.concatenate([tr, va])),
                                   np.sort(vendored["train_index"]))
+    # ... with its own label, and the test split is the vendored test set in order.
+    label_of = dict(zip(vendored["train_index"].tolist(), vendored["train_labels"].tolist(),
+                        strict=True))
+    np.testing.assert_array_equal(subset.train_labels, [label_of[i] for i in tr])
+    np.testing.assert_array_equal(subset.valid_labels, [label_of[i] for i in va])
+    np.testing.assert_array_equal(subset.test_images, vendored["test_images"])
+    np.testing.assert_array_equal(subset.test_labels, vendored["test_labels"])
 
 
 def test_subset_spot_checks(subset: Dataset) -> None:

@@ -1,7 +1,8 @@
-"""Tests for nhb.train.engine: the whole protocol as one jitted, vmappable program."""
+"""Tests for nhb.train.engine: one protocol for any Linen classifier, jitted and vmapped."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,21 @@ import optax
 import pytest
 
 from nhb.data import load_dataset
-from nhb.train import HParams, TrainData, TrainStatic, lr_at_epoch, make_optimizer, make_train
+from nhb.data.augment import augment_batch
+from nhb.data.batching import epoch_batches
+from nhb.train import (
+    HParams,
+    Protocol,
+    StepHook,
+    TrainData,
+    TrainStatic,
+    linen_model,
+    lr_at_epoch,
+    make_cell_train,
+    make_optimizer,
+    make_train,
+)
+from nhb.train.engine import _TRAIN_EVAL_SALT
 
 CELL = (0, 1, 2, 0, 3, 1)  # conv, pool, skip, conv, zero, pool
 CONV = tuple(op == 0 for op in CELL)
@@ -28,7 +43,8 @@ def _static(n: int, **kw) -> TrainStatic:
 
 def _hp(lr):
     lr = jnp.asarray(lr, jnp.float32)
-    return HParams(lr=lr, momentum=jnp.full_like(lr, 0.9), weight_decay=jnp.full_like(lr, 5e-4))
+    return HParams(learning_rate=lr, momentum=jnp.full_like(lr, 0.9),
+                   weight_decay=jnp.full_like(lr, 5e-4))
 
 
 def test_cosine_schedule_per_epoch():
@@ -69,8 +85,8 @@ N = 48  # batch 20 -> steps of 20, 20 and a partial 8
 @pytest.fixture(scope="module")
 def programs():
     """One single-config and one vmapped (3 members) compiled program, shared by the tests."""
-    t = make_train(_static(N, batch_size=20, epochs=2, eval_batch_size=N))
-    return jax.jit(t.train), jax.jit(jax.vmap(t.train, in_axes=(0, 0, 0, None)))
+    t = make_cell_train(_static(N, batch_size=20, epochs=2))
+    return t, jax.jit(t.train), jax.jit(jax.vmap(t.train, in_axes=(0, 0, 0, None)))
 
 
 # Members of one conv pattern (conv on edges A and D): lr 0.1, 0.025, and a diverging NaN lr.
@@ -82,57 +98,156 @@ SEEDS = (222, 555, 888)
 @pytest.fixture(scope="module")
 def vmapped_run(programs):
     keys = jnp.stack([jax.random.key(s) for s in SEEDS])
-    return programs[1](keys, _hp(LRS), CELLS, _data(N))
+    return programs[2](keys, _hp(LRS), CELLS, _data(N))
 
 
 @pytest.fixture(scope="module")
 def single_runs(programs):
-    return [programs[0](jax.random.key(SEEDS[i]), _hp(LRS[i]), CELLS[i], _data(N))
+    return [programs[1](jax.random.key(SEEDS[i]), _hp(LRS[i]), CELLS[i], _data(N))
             for i in range(2)]
 
 
 def test_same_key_same_numbers(programs, single_runs):
-    again = programs[0](jax.random.key(SEEDS[0]), _hp(LRS[0]), CELLS[0], _data(N))
-    for x, y in zip(jax.tree.leaves(single_runs[0]), jax.tree.leaves(again), strict=True):
+    again = programs[1](jax.random.key(SEEDS[0]), _hp(LRS[0]), CELLS[0], _data(N))
+    for x, y in zip(jax.tree.leaves(single_runs[0][1]), jax.tree.leaves(again[1]), strict=True):
         np.testing.assert_array_equal(x, y)
-    other = programs[0](jax.random.key(1), _hp(LRS[0]), CELLS[0], _data(N))
-    assert not np.array_equal(other.train_loss, again.train_loss)
-    a = single_runs[0]
-    assert a.train_acc.shape == (2,) and not bool(a.nonfinite.any())
-    assert np.all((np.asarray(a.test_acc) >= 0) & (np.asarray(a.test_acc) <= 100))
+    for x, y in zip(jax.tree.leaves(single_runs[0][0].params), jax.tree.leaves(again[0].params),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+    _, other = programs[1](jax.random.key(1), _hp(LRS[0]), CELLS[0], _data(N))
+    assert not np.array_equal(other.train_loss, again[1].train_loss)
     # Initial loss near log(10) for a freshly initialised classifier.
-    assert abs(float(a.train_loss[0]) - np.log(10)) < 0.3
+    assert abs(float(single_runs[0][1].train_loss[0]) - np.log(10)) < 0.3
 
 
 def test_vmapped_equals_one_by_one(vmapped_run, single_runs):
     """Tolerance: losses to 1e-4 relative; accuracies to one example (argmax near-ties)."""
-    for i, one in enumerate(single_runs):
+    for i, (_, one) in enumerate(single_runs):
         for name in ("train_loss", "valid_loss", "test_loss"):
-            np.testing.assert_allclose(getattr(vmapped_run, name)[i], getattr(one, name),
+            np.testing.assert_allclose(getattr(vmapped_run[1], name)[i], getattr(one, name),
                                        rtol=1e-4)
         for name in ("train_acc", "valid_acc", "test_acc"):
-            np.testing.assert_allclose(getattr(vmapped_run, name)[i], getattr(one, name),
+            np.testing.assert_allclose(getattr(vmapped_run[1], name)[i], getattr(one, name),
                                        atol=100.0 / N + 1e-4)
 
 
-def test_diverging_member_leaves_others_untouched(vmapped_run, single_runs):
-    assert bool(vmapped_run.nonfinite[2].all())
-    assert np.isnan(np.asarray(vmapped_run.test_loss[2])).all()
-    assert not bool(vmapped_run.nonfinite[:2].any())
+def test_diverging_member_is_flagged_not_nan_accuracy(vmapped_run, single_runs):
+    m = vmapped_run[1]
+    assert bool(m.nonfinite[2].all()) and not bool(m.nonfinite[:2].any())
+    assert np.isnan(np.asarray(m.test_loss[2])).all()
+    # NaN logits have argmax 0 (as in PyTorch): accuracy = share of class-0 test examples.
+    share0 = 100.0 * float(np.mean(np.asarray(_data(N).test_y) == 0))
+    np.testing.assert_allclose(np.asarray(m.test_acc[2]), share0, rtol=1e-6)
     # Member 0 ran next to the NaN member and still equals its solo run.
-    np.testing.assert_allclose(vmapped_run.test_loss[0], single_runs[0].test_loss, rtol=1e-4)
+    np.testing.assert_allclose(m.test_loss[0], single_runs[0][1].test_loss, rtol=1e-4)
 
 
-def test_partial_last_batch_is_kept(single_runs):
-    """Every one of the 48 examples counts once: accuracy is a multiple of 100/48."""
-    acc = np.asarray(single_runs[0].train_acc)
-    np.testing.assert_allclose((acc * N / 100 + 1e-3) % 1, 1e-3, atol=2e-3)
+def _per_example_logits(t, state, ops, x_norm):
+    """Eval-mode logits one example at a time (no batching at all)."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    one = jax.jit(lambda x: t.model.apply_eval(variables, x[None], ops)[0])
+    return np.stack([np.asarray(one(x)) for x in x_norm])
+
+
+def _mean_of_batch_means(ce: np.ndarray, order: np.ndarray, bs: int) -> float:
+    return float(np.mean([ce[order[i:i + bs]].mean() for i in range(0, len(order), bs)]))
+
+
+def _ce(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1)))
+
+
+def test_eval_passes_against_per_example_reference(programs, single_runs):
+    """Test pass (48 examples in batches 20, 20, 8) and the authors' train pass, recomputed
+    example by example: all examples counted once, loss = mean of the 3 batch means (so a
+    dropped or down-weighted last batch fails)."""
+    from nhb.data.augment import normalize
+    t = programs[0]
+    state, m = single_runs[0]
+    data = _data(N)
+    ops = CELLS[0]
+    # test pass: unshuffled, not augmented
+    logits = _per_example_logits(t, state, ops, normalize(data.test_x))
+    y = np.asarray(data.test_y)
+    ce = _ce(logits, y)
+    np.testing.assert_allclose(float(m.test_loss[-1]), _mean_of_batch_means(
+        ce, np.arange(N), 20), rtol=2e-5)
+    assert float(m.test_loss[-1]) != pytest.approx(float(ce[:40].mean()), rel=1e-4)
+    np.testing.assert_allclose(float(m.test_acc[-1]),
+                               100.0 * np.sum(logits.argmax(1) == y) / N, rtol=1e-6)
+    # the authors' train pass: shuffled, augmented, eval-mode BN, after the last epoch
+    key = jax.random.fold_in(jax.random.fold_in(state.key, 1), _TRAIN_EVAL_SALT)
+    k_perm, k_aug = jax.random.split(key)
+    idx, mask = epoch_batches(k_perm, N, 20)
+    order = np.asarray(idx)[np.asarray(mask)]
+    assert sorted(order.tolist()) == list(range(N))
+    x = np.concatenate([np.asarray(augment_batch(jax.random.fold_in(k_aug, i),
+                                                 data.train_x[idx[i]])) for i in range(3)])
+    x = x[np.asarray(mask).reshape(-1)]
+    logits = _per_example_logits(t, state, ops, jnp.asarray(x))
+    ce = _ce(logits, np.asarray(data.train_y)[order])
+    np.testing.assert_allclose(float(m.train_loss[-1]),
+                               _mean_of_batch_means(ce, np.arange(N), 20), rtol=2e-5)
+    np.testing.assert_allclose(float(m.train_acc[-1]), 100.0 * np.mean(
+        logits.argmax(1) == np.asarray(data.train_y)[order]), rtol=1e-6)
+
+
+def test_running_train_metrics_option():
+    """train_eval=False reports the SGD loop's meters: same valid/test numbers, other train."""
+    kw = dict(batch_size=20, epochs=1)
+    runs = [jax.jit(make_cell_train(_static(N, train_eval=te, **kw)).train)(
+        jax.random.key(222), _hp(0.1), CELLS[0], _data(N))[1] for te in (True, False)]
+    np.testing.assert_array_equal(runs[0].test_loss, runs[1].test_loss)
+    np.testing.assert_array_equal(runs[0].valid_acc, runs[1].valid_acc)
+    assert not np.allclose(runs[0].train_loss, runs[1].train_loss)
+    # the running meter at epoch 0 starts from the untrained network: near log(10)
+    assert abs(float(runs[1].train_loss[0]) - np.log(10)) < 0.3
+
+
+class _BNClassifier(nn.Module):
+    """A non-CellNet Linen classifier with BatchNorm and an extra traced input (a scale)."""
+
+    @nn.compact
+    def __call__(self, x, scale, train, mask=None):
+        h = nn.Conv(4, (3, 3), strides=(4, 4))(x) * scale
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
+        return nn.Dense(10)(jnp.mean(nn.relu(h), axis=(1, 2)))
+
+
+def test_any_linen_classifier_with_hook_and_extra_inputs():
+    """The same protocol trains another model; a StepHook sees every SGD step in order."""
+    n, bs, epochs = 40, 16, 2  # 3 steps per epoch (16, 16, 8)
+    steps = 3 * epochs
+    hook = StepHook(
+        init=lambda params: dict(steps=jnp.full((steps,), -1, jnp.int32),
+                                 gnorm=jnp.zeros((steps,), jnp.float32)),
+        update=lambda h, step, params, grads: dict(
+            steps=h["steps"].at[step].set(step),
+            gnorm=h["gnorm"].at[step].set(optax.tree.norm(grads))))
+    module = _BNClassifier()
+    t = make_train(linen_model(module, takes_mask=False),
+                   Protocol(batch_size=bs, n_train=n, n_valid=n, n_test=n, epochs=epochs),
+                   hook)
+    data = _data(n)
+    one = jax.jit(t.train)
+    group = jax.jit(jax.vmap(t.train, in_axes=(0, 0, 0, None)))
+    scales = jnp.array([1.0, 2.0])
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    g_state, g_metrics = group(keys, _hp(jnp.array([0.1, 0.05])), scales, data)
+    for i in range(2):
+        s, m = one(keys[i], _hp(jnp.array([0.1, 0.05])[i]), scales[i], data)
+        np.testing.assert_array_equal(s.hook["steps"], np.arange(steps))
+        assert np.all(np.asarray(s.hook["gnorm"]) > 0)
+        np.testing.assert_allclose(g_state.hook["gnorm"][i], s.hook["gnorm"], rtol=1e-4)
+        np.testing.assert_allclose(g_metrics.test_loss[i], m.test_loss, rtol=1e-4)
+    assert not np.allclose(g_metrics.test_loss[0], g_metrics.test_loss[1])
 
 
 def test_tiny_network_learns_above_chance():
     """A tiny network on 600 real CIFAR-10 images for 4 epochs beats chance (10%) clearly."""
     n = 600
-    t = make_train(_static(n, epochs=4, batch_size=32, eval_batch_size=200))
-    m = jax.jit(t.train)(jax.random.key(222), _hp(0.1), jnp.asarray(CELL), _data(n))
+    t = make_cell_train(_static(n, epochs=4, batch_size=32, eval_batch_size=200))
+    _, m = jax.jit(t.train)(jax.random.key(222), _hp(0.1), jnp.asarray(CELL), _data(n))
     assert float(m.train_loss[-1]) < float(m.train_loss[0]) - 0.15
     assert float(m.test_acc[-1]) > 20.0, np.asarray(m.test_acc)

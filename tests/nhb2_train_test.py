@@ -7,14 +7,16 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
+
+from nhb.data import load_dataset
+from nhb.train import RUN_METRICS, Job, TrainData, get_scale, grid_cli, train_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "nhb2_train.py"
-METRICS = ("train_acc", "train_loss", "valid_acc", "valid_loss", "test_acc", "test_loss",
-           "train_time", "valid_time", "test_time")
 CELLS = ("0|12|333", "0|21|313")  # one conv pattern: both share one compiled program
 
 
@@ -33,7 +35,7 @@ def _prepare(*args: str):
     fv = flags.FlagValues()
     train.define_flags(fv, argv)
     fv(argv)
-    return train.prepare(train.config_from_flags(fv))
+    return grid_cli.prepare(train.config_from_flags(fv))
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +63,30 @@ def test_json_contents(result):
     runs = on_disk["runs"]
     assert [r["cell"] for r in runs] == list(CELLS)
     for r in runs:
-        assert (r["lr"], r["batch_size"], r["seed"]) == (0.1, 32, 222)
+        assert (r["learning_rate"], r["batch_size"], r["seed"]) == (0.1, 32, 222)
         assert r["mode"] == "sequential" and r["group_size"] == 1
         assert r["diverged"] is False
-        assert sorted(r["metrics"]) == sorted(METRICS)
+        assert sorted(r["metrics"]) == sorted(RUN_METRICS)
         for name, values in r["metrics"].items():
             assert len(values) == 2, name
             assert all(isinstance(v, float) and math.isfinite(v) for v in values), name
-            if name.endswith("_acc"):
-                assert all(0.0 <= v <= 100.0 for v in values), name
-            if name.endswith("_time") or name.endswith("_loss"):
-                assert all(v >= 0.0 for v in values), name
+    # golden: the JSON holds what `train_grid` computes for the same jobs
+    data = TrainData.from_dataset(load_dataset("subset", max_per_split=64))
+    jobs = [Job(tuple(int(ch) for ch in c if ch != "|"), 0.1, 32, 222) for c in CELLS]
+    ref = train_grid(jobs, data, scale=get_scale("tiny"), epochs=2, mode="sequential",
+                     progress=False)
+    for r, want in zip(runs, ref, strict=True):
+        for name in RUN_METRICS:
+            if not name.endswith("_time"):
+                np.testing.assert_allclose(r["metrics"][name], want.metrics[name], rtol=1e-6,
+                                           err_msg=name)
+    assert meta["train_metrics"] == "eval" and meta["sgd_loop"] == "auto"
 
 
 def test_table_printed(result):
-    text = train.format_table(result[0]["runs"], max_rows=1)
+    text = grid_cli.format_table(result[0]["runs"], max_rows=1)
     assert "best 1 of 2 runs" in text and "valid%" in text
-    assert all(c in train.format_table(result[0]["runs"], max_rows=40) for c in CELLS)
+    assert all(c in grid_cli.format_table(result[0]["runs"], max_rows=40) for c in CELLS)
 
 
 def test_contract_flags_parse():
@@ -85,7 +94,7 @@ def test_contract_flags_parse():
                                  "--seeds=222", "--epochs=3", "--scale=tiny",
                                  "--dataset=subset", "--output_json=/tmp/x.json")
     assert scale.channels == (4, 8, 16) and mode in ("sequential", "vmap")
-    assert [(j.code, j.lr, j.batch_size, j.seed) for j in jobs] == [
+    assert [(j.code, j.learning_rate, j.batch_size, j.seed) for j in jobs] == [
         ("0|00|000", 0.1, 64, 222), ("0|00|000", 0.05, 64, 222)]
 
 
@@ -99,13 +108,13 @@ def test_grid_and_overrides():
 
 
 def test_all_cells():
-    codes = train.parse_cells("all")
+    codes = grid_cli.parse_cells("all")
     assert len(codes) == 1011 == len(set(codes))
 
 
 def test_unlisted_lr_warns(caplog):
     with caplog.at_level("WARNING"):
-        assert train.parse_lrs("0.3,0.1") == [0.3, 0.1]
+        assert grid_cli.parse_lrs("0.3,0.1") == [0.3, 0.1]
     assert "0.3 is not one of the benchmark's" in caplog.text
     assert "0.1 is not" not in caplog.text
 
@@ -114,6 +123,7 @@ def test_unlisted_lr_warns(caplog):
     ("--scale=huge", "valid choices: ['paper', 'small', 'tiny']"),
     ("--dataset=mnist", "valid choices: ['subset', 'cifar10', 'cifar10_npz']"),
     ("--mode=pmap", "valid choices: ['auto', 'vmap', 'sequential']"),
+    ("--sgd_loop=python", "valid choices: ['auto', 'scan', 'host']"),
     ("--cells=0|12|3", "not of the form 'A|BC|DEF'"),
     ("--cells=0|12|304", "op digit 4"),
     ("--lrs=-0.1", "must be positive"),

@@ -193,3 +193,18 @@ def test_full_1011_class_export_works_with_client(tmp_path):
         cfg = nhb2.from_index(int(idx))
         row = table.row_of_cell[int(nhb2.cell_index(cfg.cell))]
         assert acc == float(table.metrics["test_acc"][row, int(cfg.lr), int(cfg.bs), 0, -1])
+
+
+def test_export_needs_12_epochs_and_takes_a_build_directory(tmp_path):
+    short = bench.random_table(1, rows=[0, 5], n_seeds=1, n_epochs=3)
+    with pytest.raises(ValueError, match=r"12-epoch protocol .* this table has 3 epochs "
+                                         r"\(protocol 'random'\); build a 12-epoch table"):
+        bench.export_official(short, tmp_path / "no")
+    assert not (tmp_path / "no").exists()  # checked before writing anything
+    sub = bench.fake.sub_grid(bench.random_table(2, rows=[0, 5], n_seeds=1), [2, 5], [1])
+    bench.save_table(sub, tmp_path / "build" / bench.TABLE_FILE)
+    files = bench.export_official(tmp_path / "build", tmp_path / "out")  # a build directory
+    with open(files["bench12.pkl"], "rb") as f:
+        b12 = pickle.load(f)
+    assert sorted({(k[1], k[2]) for k in b12["lr"]}) == [(0.0125, 32), (0.1, 32)]
+    assert len(b12["valid_acc_11"]) == 2 * 2 * 1  # 2 classes x 2 lrs x 1 batch size

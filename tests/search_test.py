@@ -148,3 +148,95 @@ def test_experiment_outputs(sep, tmp_path):
     grid = np.array([FULL - 1, FULL, 30 * FULL])
     mean, half = exp.regret_curve(res["traj"], res["scores"].regret, grid)
     assert np.isnan(mean[0]) and mean[1] >= mean[2] >= 0 and np.all(half[1:] >= 0)
+
+
+# ----------------------------------------------------------------------------- sub-spaces
+
+# Trajectories on the full space (random_table(5, n_seeds=1), key 7, 3 runs, 20,000 s, 400
+# queries) recorded with the code before sub-spaces existed (commit 0181ecd): sha256 prefix of
+# (index, epoch, time, best_index, n_queries), total queries, sum of the first 5 indices.
+FULL_SPACE_GOLDEN = {
+    "rs": ("f1f220583f483734", 123, 1072001), "re": ("b06ba3f4e332b4a1", 127, 1072001),
+    "reinforce": ("5389ab491be2761c", 121, 1075073), "sh": ("cde1cf8f3926b5e8", 586, 1072001),
+    "hyperband": ("fc27643da0ebb709", 319, 1072001), "bohb": ("02a58adcb450b32d", 819, 1535470),
+    "rs_re": ("c2d75b546e3bb7fd", 116, 2289732), "bohb_re": ("ddba66df5f794cfb", 183, 2289720)}
+
+
+def test_full_space_runs_are_bit_identical_to_the_reference_code():
+    import hashlib
+
+    from nhb import bench
+
+    b = Benchmark(bench.random_table(5, n_seeds=1))
+    assert b.space.is_full
+    for name, want in FULL_SPACE_GOLDEN.items():
+        s = search.make(name)
+        tr = jax.tree.map(np.asarray, search.run_many(jax.random.key(7), s, s.default_params(),
+                                                      b, 20000.0, 3, 400))
+        h = hashlib.sha256()
+        for a in (tr.index, tr.epoch, tr.time, tr.best_index, tr.n_queries):
+            h.update(np.ascontiguousarray(a).tobytes())
+        assert (h.hexdigest()[:16], int(tr.n_queries.sum()), int(tr.index[:, :5].sum())) == want
+
+
+@pytest.fixture(scope="module")
+def sub_bench() -> Benchmark:
+    """8 classes x lrs (1, 3, 5, 6) x batch sizes (2, 4), one seed, 3 epochs (the smoke
+    preset's length: full queries stop at epoch 3, Hyperband's budgets are 1 and 3)."""
+    from nhb import bench
+    from nhb.space import cells
+
+    reps = cells.cell_tables().representative
+    return Benchmark(bench.random_table(11, rows=reps[::97][:8], n_seeds=1, n_epochs=3,
+                                        lr_indices=[1, 3, 5, 6], bs_indices=[2, 4]))
+
+
+@pytest.mark.parametrize("name", search.METHODS)
+def test_every_method_stays_in_a_sub_grid_space(name, sub_bench):
+    sp = sub_bench.space
+    assert not sp.is_full and not sp.all_cells and sp.n_distinct == 8 * 4 * 2
+    s = search.make(name)
+    budget = 40 * sub_bench.mean_cost()
+    q = s.on(sp).query_bound(sub_bench, budget)
+    tr = jax.tree.map(np.asarray, search.run_many(jax.random.key(3), s, s.default_params(),
+                                                  sub_bench, budget, 6, q))
+    assert not tr.truncated.any() and (tr.n_queries > 10).all()
+    queried = np.concatenate([tr.index[i, :n] for i, n in enumerate(tr.n_queries)])
+    assert bool(jnp.all(sp.contains(nhb2.from_index(queried))))  # never outside the table
+    assert np.isfinite(tr.valid_acc[tr.index >= 0]).all()
+    assert len(np.unique(queried)) >= 8  # it explores
+    lrs = np.asarray(nhb2.from_index(queried).lr)
+    assert set(np.unique(lrs)) <= {1, 3, 5, 6}
+    epochs = set(np.unique(tr.epoch[tr.index >= 0]).tolist())
+    assert epochs == ({1, 3} if name in ("sh", "hyperband", "bohb", "bohb_re") else {3})
+    if name in ("sh", "hyperband"):
+        assert s.on(sp).sched["epochs"].tolist() == [1, 3]
+
+
+def test_epochs_must_fit_the_table():
+    from nhb import bench
+
+    one = Benchmark(bench.random_table(0, rows=[0], n_seeds=1, n_epochs=1))
+    with pytest.raises(ValueError, match=r"do not fit a table of 1 epochs"):
+        search.make("hyperband").on(one.space).query_bound(one, 100.0)
+    tr = search.run_many(jax.random.key(0), search.make("rs"), (), one, 100.0, 2, 50)
+    assert (np.asarray(tr.epoch)[np.asarray(tr.index) >= 0] == 1).all()
+    with pytest.raises(ValueError, match="the table has 1"):
+        s = search.make("rs").on(search.SearchSpace.full())
+        search.run_many(jax.random.key(0), s, (), one, 100.0, 2, 50)
+
+
+def test_sequential_clock_charges_what_the_runner_charges():
+    """A non-finite cost is charged 0 s (as the runner does), so it does not end phase 1: the
+    HPO phase lasts while the runner's clock (0, 30, 60, 90) is below 100 s."""
+    s = search.Sequential(hpo="rs", hpo_budget=100.0)
+    ask = jax.jit(lambda k, st: s.ask(k, st, ()))
+    tell = jax.jit(lambda st, c, f, cost: s.tell(st, c, f, (), cost))
+    st = s.init(jax.random.key(0), ())
+    phases = []
+    for i, cost in enumerate([np.nan, 30.0, 30.0, 30.0, 30.0, np.inf, 30.0]):
+        cfg, _, st = ask(jax.random.key(i), st)
+        phases.append(int(st.phase))
+        st = tell(st, cfg, jnp.float32(50.0), jnp.float32(cost))
+    assert phases == [0, 0, 0, 0, 0, 1, 1]
+    assert float(st.t_hi) + float(st.t_lo) == 150.0 and int(st.n_hpo) == 5

@@ -193,3 +193,32 @@ def test_targets_from_table():
     table.metrics["test_acc"][0, 0, 0] = np.nan  # both seeds unknown -> dropped
     cfgs4, y4 = cv.targets_from_table(table)
     assert len(y4) == 6 * 48 - 1 and np.isfinite(y4).all() and cfgs4.shape == y4.shape
+
+
+def test_targets_from_a_sub_grid_table():
+    c200 = cv.cells_200ep()
+    table = bench.fake.sub_grid(bench.random_table(4, rows=c200[:3], n_seeds=1, n_epochs=2),
+                                [1, 6], [0, 2, 5])
+    cfgs, y = cv.targets_from_table(table)
+    assert y.shape == (3 * 6,)
+    lr, bs = np.meshgrid([1, 6], [0, 2, 5], indexing="ij")
+    np.testing.assert_array_equal(
+        nhb2.to_index(cfgs)[:6], c200[0] * 48 + (lr * 6 + bs).reshape(-1))
+    np.testing.assert_allclose(y, table.seed_mean("test_acc").reshape(-1))
+    _, y2 = cv.targets_from_table(table, metric="avg_acc_200")
+    np.testing.assert_allclose(y2, table.extra["avg_acc_200"].reshape(-1))
+
+
+def test_too_few_architectures_for_grouped_cv(tmp_path):
+    from nhb.bench import surrogate_study
+
+    table = bench.random_table(4, rows=cells.cell_tables().representative[:3], n_seeds=1,
+                               n_epochs=2)
+    with pytest.raises(ValueError, match=r"5-fold .* has 3 architecture class\(es\) but needs "
+                                         r"at least 5 .* or fewer folds \(--folds <= 3\)"):
+        surrogate_study.run_surrogate_cv(table, tmp_path / "cv", log=None)
+    assert not (tmp_path / "cv").exists()  # raised before any training or output
+    with pytest.raises(ValueError, match="needs at least 2"):
+        cv.check_cv_size(1, 2)
+    with pytest.raises(ValueError, match=r"valid choices: \['mlp', 'gbr'\]"):
+        surrogate_study.run_surrogate_cv(table, tmp_path / "cv", baselines=["svm"], log=None)

@@ -252,3 +252,20 @@ def test_full_size_table_loads_fast(tmp_path, n_rows):
     assert times[False] < 3.0 and times[True] < 3.0
     np.testing.assert_array_equal(loaded.metrics["test_time"], table.metrics["test_time"])
     assert tbl.FORMAT_VERSION == loaded.meta["format_version"]
+
+
+def test_build_directory_or_table_file(small, tmp_path):
+    assert tbl.TABLE_FILE == "table.nhb"
+    from nhb.bench import build  # the builder writes the same file name
+
+    assert build.TABLE_FILE == tbl.TABLE_FILE
+    bench.save_table(small, tmp_path / tbl.TABLE_FILE)
+    assert tbl.table_path(tmp_path) == tmp_path / "table.nhb"
+    assert tbl.table_path(tmp_path / "table.nhb") == tmp_path / "table.nhb"
+    _assert_same(small, bench.load_table(tmp_path))  # the directory
+    _assert_same(small, bench.load_table(tmp_path / tbl.TABLE_FILE))  # the file
+    assert bench.read_header(tmp_path)["meta"] == small.meta
+    empty = tmp_path / "unfinished"
+    empty.mkdir()
+    with pytest.raises(bench.TableError, match=r"no table\.nhb \(expected .*unfinished/table\.nhb"):
+        bench.load_table(empty)

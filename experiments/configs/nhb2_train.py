@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sharing = "auto"  # programs shared per conv "pattern", one "supernet", or "auto"
     c.conv_impl = "auto"  # "auto", "xla", "patches", "shifts" or "elementwise"
     c.eval_batch_size = 0  # 0 = each run's batch size, as the reference loaders
+    c.train_eval = True  # the authors' train metrics pass (False: running meters, faster)
+    c.sgd_loop = "auto"  # "auto" (host loop on CPUs, scan elsewhere), "scan" or "host"
     c.progress = True
     # Output.
     c.output_json = ""  # "" = do not write

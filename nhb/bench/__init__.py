@@ -2,6 +2,7 @@
 
 from nhb.bench.fake import random_table
 from nhb.bench.official import (
+    check_exportable,
     class_hashes,
     export_official,
     import_official,
@@ -9,10 +10,13 @@ from nhb.bench.official import (
     official_columns,
     official_dicts,
 )
+from nhb.bench.subspace import SearchSpace
 from nhb.bench.table import (
     AVG_ACC_200,
     FORMAT_VERSION,
     METRICS,
+    TABLE_FILE,
+    TABLE_HELP,
     JaxTable,
     Table,
     TableError,
@@ -20,15 +24,20 @@ from nhb.bench.table import (
     make_meta,
     read_header,
     save_table,
+    table_path,
 )
 
 __all__ = [
     "AVG_ACC_200",
     "FORMAT_VERSION",
     "METRICS",
+    "TABLE_FILE",
+    "TABLE_HELP",
     "JaxTable",
+    "SearchSpace",
     "Table",
     "TableError",
+    "check_exportable",
     "class_hashes",
     "export_official",
     "import_official",
@@ -40,6 +49,7 @@ __all__ = [
     "random_table",
     "read_header",
     "save_table",
+    "table_path",
 ]
 
 # The 200-epoch surrogate (issue #6).

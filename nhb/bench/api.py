@@ -17,13 +17,19 @@ Costs follow `nashpobench2api` (DESIGN §3 "Official query cost"; see `nhb.bench
 Costs are summed in float64 on the host and stored as float32. A `Benchmark` is a pytree, so it
 is passed into jitted functions as an argument (not baked in as a constant).
 
-Cells whose equivalence class is not stored in the table: `query` on concrete configs raises
-a ValueError naming the cell; inside `jit` (traced configs) the results are NaN (accuracies,
-losses and cost), which strategies treat as a failed evaluation.
+Tables may hold a sub-grid: some cell classes, some of the 8 learning rates and some of the 6
+batch sizes (`Benchmark.space`, a `SearchSpace`). Configs keep the full-grid indices
+(`nhb2.Config.lr` indexes `nhb2.LRS`, `.bs` indexes `nhb2.BATCH_SIZES`); the benchmark maps
+them to the table's slots. A config outside the table (a cell whose class is not stored, or an
+lr / batch size the table lacks): `query` on concrete configs raises a ValueError naming what
+is absent and what the table holds; inside `jit` (traced configs) the results are NaN
+(accuracies, losses and cost), which strategies treat as a failed evaluation (the runner
+charges 0 s for it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from typing import Any, Protocol
@@ -33,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from nhb.bench.subspace import SearchSpace
 from nhb.bench.table import AVG_ACC_200, Table, load_table
 from nhb.space import nhb2
 
@@ -75,36 +82,39 @@ class Benchmark:
     `Benchmark(table_or_path, surrogate=None)`; pass it to jitted functions as an argument.
 
     Attributes:
-        packed: float32 [rows, 8, 6, seeds, epochs, 6], the `FIELDS` of each query.
-        acc_200: float32 [rows, 8, 6] 200-epoch test accuracy (NaN if unavailable).
+        packed: float32 [rows, lrs, bss, seeds, epochs, 6], the `FIELDS` of each query (lrs /
+            bss: the table's, `space.lrs` / `space.bss` in full-grid indices).
+        acc_200: float32 [rows, lrs, bss] 200-epoch test accuracy (NaN if unavailable).
         row_of_cell: int32 [4096] table row of each cell (-1 where its class is absent).
         cells: int32 [rows] cell index of each row.
         seeds: the training seeds (static).
         official_seed: index of the seed the official client reads (the smallest; static).
         has_200: whether 200-epoch values are available (static).
+        space: the `SearchSpace` the table covers (static): covered cells, lr and batch-size
+            indices, `space.is_full`, `space.n_configs`.
     """
 
     _CHILDREN = ("packed", "acc_200", "row_of_cell", "cells")
-    _STATIC = ("seeds", "official_seed", "has_200")
+    _STATIC = ("seeds", "official_seed", "has_200", "space")
 
     def __init__(self, table: Table | str | os.PathLike, surrogate: SurrogateLike | None = None,
                  chunk: int = 8192):
-        """Builds the device arrays from a `Table` (or a table file path).
+        """Builds the device arrays from a `Table` (or a table file / build directory).
 
         Args:
-            table: the table or its path (see `nhb.bench.load_table`).
+            table: the table or its path (see `nhb.bench.load_table`); any sub-grid of
+                classes, benchmark learning rates and batch sizes, any number of epochs.
             surrogate: optional object with `predict(cfg) -> jax.Array` of 200-epoch test
-                accuracy (%); evaluated once here for every stored row x 48 hyperparameters
-                (each row's cell), taking precedence over the table's `avg_acc_200`.
+                accuracy (%); evaluated once here for every stored row x the table's (lr, bs)
+                pairs (each row's cell), taking precedence over the table's `avg_acc_200`.
             chunk: configs per `surrogate.predict` call.
         """
         if not isinstance(table, Table):
             table = load_table(table)
         if table.n_epochs < 1:
             raise ValueError("the table has no epochs")
-        if tuple(table.lrs) != nhb2.LRS or tuple(table.batch_sizes) != nhb2.BATCH_SIZES:
-            raise ValueError(f"table grid lrs={table.lrs}, batch_sizes={table.batch_sizes} "
-                             f"differs from the benchmark's {nhb2.LRS}, {nhb2.BATCH_SIZES}")
+        space = SearchSpace.from_table(table)
+        table = _sorted_grid(table)  # lr / bs axes in increasing order, as space.lrs / bss
         m = {k: np.asarray(v, np.float64) for k, v in table.metrics.items()}
         tr, va, te = m["train_time"], m["valid_time"], m["test_time"]
         cost_valid = np.cumsum(tr, -1) + np.cumsum(va, -1)
@@ -118,7 +128,7 @@ class Benchmark:
         acc_200 = np.full(packed.shape[:3], np.nan, np.float32)
         has_200 = False
         if surrogate is not None:
-            acc_200 = _predict_rows(surrogate, table.cells, chunk)
+            acc_200 = _predict_rows(surrogate, table.cells, space, chunk)
             has_200 = True
         elif AVG_ACC_200 in table.extra:
             acc_200 = np.asarray(table.extra[AVG_ACC_200], np.float32)
@@ -130,6 +140,7 @@ class Benchmark:
         self.seeds = tuple(int(x) for x in table.seeds)
         self.official_seed = int(np.argmin(table.seeds))
         self.has_200 = has_200
+        self.space = space
 
     def tree_flatten(self) -> tuple[tuple, tuple]:
         """Arrays as children, the seeds and flags as static aux data."""
@@ -146,7 +157,8 @@ class Benchmark:
 
     def __repr__(self) -> str:
         return (f"Benchmark(rows={self.packed.shape[0]}, seeds={self.seeds}, "
-                f"epochs={self.packed.shape[4]}, has_200={self.has_200})")
+                f"epochs={self.packed.shape[4]}, has_200={self.has_200}, "
+                f"space={self.space.describe()})")
 
     @property
     def n_epochs(self) -> int:
@@ -155,7 +167,7 @@ class Benchmark:
 
     # ------------------------------------------------------------------------- queries
 
-    def query(self, cfgs: nhb2.Config, epoch: int | jax.Array = 12,
+    def query(self, cfgs: nhb2.Config, epoch: int | jax.Array | None = None,
               seed: str | int = "official", mode: str = "valid",
               key: jax.Array | None = None) -> QueryResult:
         """Queries a batch of configs (jittable; one fused gather).
@@ -163,8 +175,9 @@ class Benchmark:
         Args:
             cfgs: config(s), any batch shape.
             epoch: 1..n_epochs (int or int array broadcastable to the batch, may be traced):
-                the values after that epoch of the 12-epoch run and the cost of training up
-                to it; or the Python int 200 for the 200-epoch test accuracy (no cost).
+                the values after that epoch of the 12-epoch (the table's n_epochs) run and the
+                cost of training up to it; None: the full query (n_epochs, 12 for the
+                benchmark); or the Python int 200 for the 200-epoch test accuracy (no cost).
             seed: "official" (the smallest seed, 222, as the official client and scripts),
                 an int seed index, "random" (a uniform seed per config; needs `key`) or
                 "mean" (NaN-aware mean over seeds of every value, cost included).
@@ -172,28 +185,35 @@ class Benchmark:
             key: PRNG key for seed="random".
 
         Returns:
-            `QueryResult` of the batch shape (NaN for cells whose class is not in the table;
-            concrete configs raise instead).
+            `QueryResult` of the batch shape (NaN for configs outside the table's space: a
+            cell whose class, or an lr / batch size, is not stored; concrete configs raise).
         """
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is invalid; valid choices: {list(MODES)}")
         self._check_seed(seed, key)
         if not isinstance(cfgs.cell, jax.core.Tracer):
             self._check_configs(cfgs)
+        epoch = self.n_epochs if epoch is None else epoch
         rows = self.row_of_cell[nhb2.cell_index(cfgs.cell)]
         shape = rows.shape
         missing = rows < 0
         rows = jnp.maximum(rows, 0)
+        lr, bs = cfgs.lr, cfgs.bs
+        if not self.space.full_hps:  # full-grid indices -> the table's slots
+            lr = jnp.asarray(self.space.lr_slot)[lr]
+            bs = jnp.asarray(self.space.bs_slot)[bs]
+            missing = missing | (lr < 0) | (bs < 0)
+            lr, bs = jnp.maximum(lr, 0), jnp.maximum(bs, 0)
         if isinstance(epoch, int) and epoch == 200:
-            v = jnp.where(missing, jnp.nan, self.acc_200[rows, cfgs.lr, cfgs.bs])
+            v = jnp.where(missing, jnp.nan, self.acc_200[rows, lr, bs])
             nan = jnp.full(shape, jnp.nan, jnp.float32)
             return QueryResult(valid_acc=nan, test_acc=v, valid_loss=nan, test_loss=nan,
                                cost=jnp.zeros(shape, jnp.float32))
         self._check_epoch(epoch)
         e = jnp.broadcast_to(jnp.asarray(epoch, jnp.int32) - 1, shape)
-        n_seeds, n_epochs = self.packed.shape[3:5]
+        n_lrs, n_bss, n_seeds, n_epochs = self.packed.shape[1:5]
         flat = self.packed.reshape(-1, len(FIELDS))  # one 1-D gather of contiguous records
-        base = ((rows * nhb2.NUM_LRS + cfgs.lr) * nhb2.NUM_BS + cfgs.bs) * n_seeds
+        base = ((rows * n_lrs + lr) * n_bss + bs) * n_seeds
         if seed == "mean":
             s = jnp.arange(n_seeds, dtype=jnp.int32)
             rec = flat[((base[..., None] + s) * n_epochs + e[..., None])]  # [..., seeds, f]
@@ -216,17 +236,17 @@ class Benchmark:
     # ------------------------------------------------------------------------- oracle
 
     def best(self, metric: str = "valid", seed: str | int = "mean",
-             epoch: int = 12) -> tuple[nhb2.Config, float]:
+             epoch: int | None = None) -> tuple[nhb2.Config, float]:
         """The best stored config by one metric (host-side; for regret and tests).
 
         Args:
             metric: "valid" or "test" accuracy at `epoch`, or "200" (the 200-epoch value).
             seed: "official", an int seed index, or "mean" (NaN-aware mean over seeds).
-            epoch: 1..n_epochs (ignored for metric "200").
+            epoch: 1..n_epochs (None: the last; ignored for metric "200").
 
         Returns:
-            (config of the table row's cell, its value). Ties go to the first in row, lr,
-            bs order.
+            (config of the table row's cell, its value; lr / bs as full-grid indices). Ties
+            go to the first in row, lr, bs order.
         """
         if metric not in ("valid", "test", "200"):
             raise ValueError(f"metric {metric!r} is invalid; valid choices: "
@@ -241,6 +261,7 @@ class Benchmark:
                 raise ValueError("best() needs a deterministic seed: 'official', 'mean' or "
                                  "an int index")
             self._check_seed(seed, None)
+            epoch = self.n_epochs if epoch is None else epoch
             self._check_epoch(epoch)
             field = np.asarray(self.packed[..., epoch - 1, FIELDS.index(f"{metric}_acc")])
             if seed == "mean":
@@ -253,11 +274,37 @@ class Benchmark:
         if not np.isfinite(score).any():
             raise ValueError("the table has no finite values for this metric")
         row, lr, bs = np.unravel_index(int(np.nanargmax(score)), score.shape)
-        cfg = nhb2.make(nhb2.cell_from_index(int(self.cells[row])), lr, bs)
+        cfg = nhb2.make(nhb2.cell_from_index(int(self.cells[row])), self.space.lrs[lr],
+                        self.space.bss[bs])
         return cfg, float(score[row, lr, bs])
 
-    def min_cost(self, epoch: int = 12, seed: str | int = "official") -> float:
-        """The cheapest finite query cost at `epoch` in 'valid' mode (for sizing buffers)."""
+    def min_cost(self, epoch: int | None = None, seed: str | int = "official") -> float:
+        """The cheapest finite query cost at `epoch` (None: the last) in 'valid' mode (for
+        sizing buffers)."""
+        c = self._costs(self.n_epochs if epoch is None else epoch, seed)
+        c = c[np.isfinite(c) & (c > 0)]
+        if not c.size:
+            raise ValueError("the table has no positive finite costs")
+        return float(c.min())
+
+    def mean_cost(self, epoch: int | None = None, seed: str | int = "official") -> float:
+        """The mean finite query cost in 'valid' mode over the stored (row, lr, bs) entries.
+
+        Args:
+            epoch: 1..n_epochs (default: the last, a full query of the table's protocol).
+            seed: "official", "mean", "random" (the mean over seeds) or an int seed index.
+
+        Returns:
+            Seconds.
+        """
+        c = self._costs(self.n_epochs if epoch is None else epoch,
+                        "mean" if seed == "random" else seed)
+        c = c[np.isfinite(c)]
+        if not c.size:
+            raise ValueError("the table has no finite costs")
+        return float(c.astype(np.float64).mean())
+
+    def _costs(self, epoch: int, seed: str | int) -> np.ndarray:
         self._check_epoch(epoch)
         c = np.asarray(self.packed[..., epoch - 1, 4])
         if seed in ("mean", "random"):
@@ -265,11 +312,9 @@ class Benchmark:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 c = np.nanmean(c, -1) if seed == "mean" else np.nanmin(c, -1)
         else:
+            self._check_seed(seed, None)
             c = c[..., self.official_seed if seed == "official" else seed]
-        c = c[np.isfinite(c) & (c > 0)]
-        if not c.size:
-            raise ValueError("the table has no positive finite costs")
-        return float(c.min())
+        return c
 
     # ------------------------------------------------------------------------- checks
 
@@ -299,25 +344,52 @@ class Benchmark:
 
     def _check_configs(self, cfgs: nhb2.Config) -> None:
         nhb2.validate(cfgs)
+        sp = self.space
         rows = np.asarray(self.row_of_cell)[np.asarray(nhb2.cell_index(cfgs.cell))]
         if (rows < 0).any():
             bad = np.asarray(nhb2.cell_index(cfgs.cell)).reshape(-1)[
                 np.argmax((rows < 0).reshape(-1))]
             code = nhb2.to_string(nhb2.make(nhb2.cell_from_index(int(bad)), 0, 0))
             raise ValueError(f"cell {code} (index {int(bad)}) is not in this table: its "
-                             f"class has no row ({int((np.asarray(self.row_of_cell) >= 0).sum())}"
-                             " of 4096 cells are covered); inside jit such queries return NaN")
+                             f"class has no row ({sp.n_cells} of 4096 cells, {sp.n_classes} "
+                             "classes are covered); inside jit such queries return NaN")
+        for what, idx, slot, values, held in (
+                ("learning rate", cfgs.lr, sp.lr_slot, nhb2.LRS, sp.lrs),
+                ("batch size", cfgs.bs, sp.bs_slot, nhb2.BATCH_SIZES, sp.bss)):
+            idx = np.asarray(idx).reshape(-1)
+            absent = slot[idx] < 0
+            if absent.any():
+                i = int(idx[np.argmax(absent)])
+                raise ValueError(f"{what} {values[i]} (index {i}) is not in this table, which "
+                                 f"holds {[values[j] for j in held]} (indices {list(held)}); "
+                                 "inside jit such queries return NaN")
 
 
-def _predict_rows(surrogate: SurrogateLike, cells: np.ndarray, chunk: int) -> np.ndarray:
-    """Surrogate predictions [rows, 8, 6] for every stored row x hyperparameter pair."""
-    n = len(cells) * nhb2.NUM_HPS
+def _sorted_grid(table: Table) -> Table:
+    """The table with its lr and batch-size axes in increasing order (a no-op if they are)."""
+    perm_lr, perm_bs = np.argsort(table.lrs), np.argsort(table.batch_sizes)
+    if (np.diff(perm_lr) > 0).all() and (np.diff(perm_bs) > 0).all():
+        return table
+    take = lambda a: a[:, perm_lr][:, :, perm_bs] if a.ndim >= 3 else a
+    return dataclasses.replace(
+        table, metrics={k: take(v) for k, v in table.metrics.items()},
+        diverged=take(table.diverged), lrs=tuple(np.asarray(table.lrs)[perm_lr].tolist()),
+        batch_sizes=tuple(np.asarray(table.batch_sizes)[perm_bs].tolist()),
+        extra={k: take(v) for k, v in table.extra.items()})
+
+
+def _predict_rows(surrogate: SurrogateLike, cells: np.ndarray, space: SearchSpace,
+                  chunk: int) -> np.ndarray:
+    """Surrogate predictions [rows, lrs, bss] for every stored row x the table's (lr, bs)."""
+    lrs, bss = np.asarray(space.lrs), np.asarray(space.bss)
+    n_hps = len(lrs) * len(bss)
+    n = len(cells) * n_hps
     idx = np.arange(n)
-    row, hp = idx // nhb2.NUM_HPS, idx % nhb2.NUM_HPS
+    row, hp = idx // n_hps, idx % n_hps
     out = np.empty(n, np.float32)
     for i in range(0, n, chunk):
         sl = slice(i, i + chunk)
-        cfg = nhb2.make(nhb2.cell_from_index(cells[row[sl]]), hp[sl] // nhb2.NUM_BS,
-                        hp[sl] % nhb2.NUM_BS)
+        cfg = nhb2.make(nhb2.cell_from_index(cells[row[sl]]), lrs[hp[sl] // len(bss)],
+                        bss[hp[sl] % len(bss)])
         out[sl] = np.asarray(surrogate.predict(cfg), np.float32).reshape(-1)
-    return out.reshape(len(cells), nhb2.NUM_LRS, nhb2.NUM_BS)
+    return out.reshape(len(cells), len(lrs), len(bss))

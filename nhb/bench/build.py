@@ -54,6 +54,7 @@ from nhb._vendor import load_npz
 from nhb.bench import executors as _executors
 from nhb.bench.table import (
     METRICS,
+    TABLE_FILE,
     Table,
     TableError,
     atomic_write,
@@ -63,6 +64,7 @@ from nhb.bench.table import (
 )
 from nhb.data.cifar10 import DATASET_NAMES
 from nhb.space import nhb2
+from nhb.train.engine import TRAIN_METRICS
 from nhb.train.grid import (
     Job,
     RunResult,
@@ -75,7 +77,6 @@ from nhb.train.grid import (
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
-TABLE_FILE = "table.nhb"
 REPORT_FILE = "build_report.json"
 SHARD_DIR = "shards"
 EXECUTORS = _executors.EXECUTORS
@@ -111,6 +112,10 @@ class Preset:
         sharing: program sharing (`nhb.train.SHARINGS`); "auto" resolves with the grouping
             (`preset_sharing`), so a resumed build keeps it.
         conv_impl: convolution implementation (`nhb.train.grid.resolve_conv_impl`).
+        train_eval: train accuracy/loss from the authors' eval-mode pass over the augmented
+            training set after each epoch (True, faithful); False records the SGD loop's
+            running meters instead and skips that pass (`nhb.train.Protocol`). Recorded in
+            the table's meta as `train_metrics`.
         description: free text (not part of the fingerprint).
     """
 
@@ -129,6 +134,7 @@ class Preset:
     eval_batch_size: int | None = None
     sharing: str = "auto"
     conv_impl: str = "auto"
+    train_eval: bool = True
     description: str = ""
 
     def __post_init__(self):
@@ -209,6 +215,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                        "CIFAR-10 slice (2,499/2,586/1,017 images), tiny network. Projected "
                        "3.1 h on one H100 (supernet programs, im2col training; "
                        "benchmarks/results/program_sharing_gpu_tiny.json)."),
+    Preset("study", dataset="subset", scale="tiny", epochs=12,
+           cells=("0|12|021", "0|21|031", "0|11|022", "0|10|221", "0|10|132", "0|10|212"),
+           lrs=(0.1, 0.4), batch_sizes=(64, 128), seeds=(222,), max_per_split=1000,
+           cpu_max_group=4, train_eval=False,
+           description="README main job: the 12-epoch protocol on 6 classes (two conv "
+                       "patterns: parallel and serial convolutions, three cells each) x lrs "
+                       "0.1, 0.4 x batch sizes 64, 128, seed 222, tiny network, the first "
+                       "1,000 images of each split of the vendored CIFAR-10 slice, train "
+                       "metrics from the SGD loop's meters (the authors' extra train pass "
+                       "is skipped for time): a small real table for the search study, "
+                       "sized for a 2-core CPU (assumption: ~5 minutes)."),
     Preset("smoke", dataset="subset", scale="tiny", epochs=3,
            cells=("0|00|000", "0|00|333", "0|00|122", "0|00|222"), lrs=(0.025, 0.1, 0.4),
            batch_sizes=(64,), seeds=(222,), max_per_split=128, cpu_max_group=3,
@@ -389,7 +406,8 @@ def _train(preset: Preset, out: pathlib.Path, executor: Any, pending: list, done
         scale=preset.scale, epochs=preset.epochs, mode=preset.mode,
         sharing=preset_sharing(preset, grouping == "accelerator"), conv_impl=preset.conv_impl,
         eval_batch_size=preset.eval_batch_size, dataset=preset.dataset, data_dir=data_dir,
-        max_per_split=preset.max_per_split, compile_cache_dir=compile_cache_dir)
+        max_per_split=preset.max_per_split, compile_cache_dir=compile_cache_dir,
+        train_eval=preset.train_eval)
 
     def on_done(task: _executors.GroupTask, results: list[RunResult], meta: dict) -> None:
         data = _executors.shard_bytes(results, dict(
@@ -464,6 +482,7 @@ def _assemble(preset: Preset, shards: list[tuple[str, list[Job]]],
     meta = make_meta(
         preset.name, dataset=preset.dataset, n_epochs=preset.epochs, preset=preset.to_dict(),
         fingerprint=preset.fingerprint, scale=preset.scale, seeds=list(preset.seeds),
+        train_metrics=TRAIN_METRICS[0] if preset.train_eval else TRAIN_METRICS[1],
         max_per_split=preset.max_per_split, device=" + ".join(sorted(devices)),
         devices=sorted(devices), modes=sorted(modes), executors=sorted(executors),
         grouping=grouping, runs=preset.n_runs, groups=len(shards), sessions=len(sessions),

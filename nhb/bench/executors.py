@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -43,6 +44,7 @@ from nhb.train.engine import TrainData
 from nhb.train.grid import Job, RunResult, get_scale, program_edges, run_group
 
 EXECUTORS = ("local", "ray")
+DATA_CACHE_SIZE = 2
 SHARD_FORMAT = 1
 RAY_HINT = "the 'ray' executor needs Ray: pip install 'ray>=2.9' (or use executor='local')"
 
@@ -73,6 +75,7 @@ class GroupSettings:
     compile_cache_dir: str | None = None
     sharing: str = "pattern"
     conv_impl: str = "auto"
+    train_eval: bool = True
 
 
 def set_compile_cache(path: str | os.PathLike | None) -> None:
@@ -82,17 +85,19 @@ def set_compile_cache(path: str | os.PathLike | None) -> None:
         jax.config.update("jax_compilation_cache_dir", os.fspath(path))
 
 
-_DATA: dict[tuple, Any] = {}
+@functools.lru_cache(maxsize=DATA_CACHE_SIZE)
+def _device_data(dataset: str, data_dir: str | None, max_per_split: int | None) -> TrainData:
+    ds = load_dataset(dataset, data_dir=data_dir, max_per_split=max_per_split)
+    return TrainData.from_dataset(ds)
 
 
 def load_data(settings: GroupSettings) -> TrainData:
-    """The settings' dataset as device arrays (cached per process)."""
-    key = (settings.dataset, settings.data_dir, settings.max_per_split)
-    if key not in _DATA:
-        ds = load_dataset(settings.dataset, data_dir=settings.data_dir,
-                          max_per_split=settings.max_per_split)
-        _DATA[key] = TrainData.from_dataset(ds)
-    return _DATA[key]
+    """The settings' dataset as device arrays.
+
+    Cached per process: the `DATA_CACHE_SIZE` most recently used datasets stay on device
+    (`_device_data.cache_clear()` frees them), so a Ray worker loads its data once.
+    """
+    return _device_data(settings.dataset, settings.data_dir, settings.max_per_split)
 
 
 def train_group(jobs: Sequence[Job], data: TrainData,
@@ -111,7 +116,7 @@ def train_group(jobs: Sequence[Job], data: TrainData,
     results = run_group(list(jobs), data, scale=get_scale(settings.scale),
                         epochs=settings.epochs, mode=settings.mode,
                         eval_batch_size=settings.eval_batch_size, sharing=settings.sharing,
-                        conv_impl=settings.conv_impl)
+                        conv_impl=settings.conv_impl, train_eval=settings.train_eval)
     device = next(iter(data.train_x.devices()))
     return results, dict(device=device.device_kind, platform=device.platform, device_id=device.id,
                          wall_s=time.perf_counter() - t0)
@@ -264,8 +269,8 @@ def make_executor(name: str, compile_cache_dir: str | None = None) -> Any:
 
 
 def job_key(job: Job) -> list:
-    """A job as JSON: [cell code, lr, batch size, seed]."""
-    return [code_of(job.cell), job.lr, job.batch_size, job.seed]
+    """A job as JSON: [cell code, learning rate, batch size, seed] (values)."""
+    return [code_of(job.cell), job.learning_rate, job.batch_size, job.seed]
 
 
 def shard_bytes(results: Sequence[RunResult], info: dict) -> bytes:

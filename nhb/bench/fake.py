@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,7 +14,8 @@ from nhb.space import nhb2
 
 def random_table(seed: int = 0, rows: Sequence[int] | None = None, n_seeds: int = 3,
                  n_epochs: int = 12, avg_acc_200: bool = True,
-                 diverged_fraction: float = 0.0) -> Table:
+                 diverged_fraction: float = 0.0, lr_indices: Sequence[int] | None = None,
+                 bs_indices: Sequence[int] | None = None) -> Table:
     """A synthetic table with plausible shapes and ranges, for tests and demos (NOT real data).
 
     Args:
@@ -23,9 +25,12 @@ def random_table(seed: int = 0, rows: Sequence[int] | None = None, n_seeds: int 
         n_epochs: epochs per run.
         avg_acc_200: also fill `extra["avg_acc_200"]` [rows, 8, 6].
         diverged_fraction: fraction of runs marked diverged (accuracies 10 %, losses NaN).
+        lr_indices: keep only these learning rates (indices into `nhb2.LRS`; default all).
+        bs_indices: keep only these batch sizes (indices into `nhb2.BATCH_SIZES`).
 
     Returns:
-        The table.
+        The table; a sub-grid table holds exactly the full table's values (same `seed`) at
+        its learning rates and batch sizes.
     """
     rng = np.random.default_rng(seed)
     cells = (_cells.cell_tables().representative if rows is None
@@ -57,5 +62,23 @@ def random_table(seed: int = 0, rows: Sequence[int] | None = None, n_seeds: int 
     if avg_acc_200:
         extra[AVG_ACC_200] = np.clip(quality[..., 0, 0] + 3 + f32(*run[:3]), 0, 100)
     seeds = (*nhb2.SEEDS, *range(1000, 1000 + max(0, n_seeds - 3)))[:n_seeds]
-    return Table(metrics=metrics, diverged=diverged, cells=cells, seeds=seeds,
-                 meta=make_meta("random", n_epochs=e, seed=seed), extra=extra)
+    table = Table(metrics=metrics, diverged=diverged, cells=cells, seeds=seeds,
+                  meta=make_meta("random", n_epochs=e, seed=seed), extra=extra)
+    if lr_indices is None and bs_indices is None:
+        return table
+    return sub_grid(table, lr_indices, bs_indices)
+
+
+def sub_grid(table: Table, lr_indices: Sequence[int] | None = None,
+             bs_indices: Sequence[int] | None = None) -> Table:
+    """The table restricted to some of its learning rates / batch sizes (positions in the
+    table's own `lrs` / `batch_sizes`; None keeps all)."""
+    li = np.arange(len(table.lrs)) if lr_indices is None else np.asarray(lr_indices, int)
+    bi = np.arange(len(table.batch_sizes)) if bs_indices is None else np.asarray(bs_indices,
+                                                                                   int)
+    take = lambda a: np.ascontiguousarray(a[:, li][:, :, bi])
+    extra = {k: take(v) if v.ndim >= 3 else v for k, v in table.extra.items()}
+    return dataclasses.replace(
+        table, metrics={m: take(a) for m, a in table.metrics.items()},
+        diverged=take(table.diverged), lrs=tuple(table.lrs[i] for i in li),
+        batch_sizes=tuple(table.batch_sizes[i] for i in bi), extra=extra)

@@ -41,13 +41,22 @@ from typing import Any
 
 import numpy as np
 
-from nhb.bench.table import AVG_ACC_200, METRICS, Table, TableError, atomic_write, make_meta
+from nhb.bench.table import (
+    AVG_ACC_200,
+    METRICS,
+    Table,
+    TableError,
+    atomic_write,
+    load_table,
+    make_meta,
+)
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
 SPLITS = ("train", "valid", "test")
 TOTALS = ("total_train_time", "total_trainval_time", "total_test_time")
 FILES = ("bench12.pkl", "cellinfo.pkl", "avgaccs200.pkl")
+OFFICIAL_EPOCHS = 12
 _SAFE_GLOBALS = {
     ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "float", "int",
                               "str", "bool", "complex", "bytes", "bytearray")
@@ -84,21 +93,44 @@ def class_hashes() -> tuple[str, ...]:
                  for c in t.representative)
 
 
-def export_official(table: Table, out_dir: str | os.PathLike,
+def check_exportable(table: Table) -> None:
+    """Raises a ValueError explaining why a table cannot be exported (not 12 epochs).
+
+    Args:
+        table: the table.
+    """
+    if table.n_epochs != OFFICIAL_EPOCHS:
+        raise ValueError(
+            f"cannot export to the official NAS-HPO-Bench-II format: it holds the "
+            f"{OFFICIAL_EPOCHS}-epoch protocol (bench12.pkl columns *_0..*_11 and 12-epoch "
+            f"totals), but this table has {table.n_epochs} epochs (protocol "
+            f"{table.meta.get('protocol')!r}); build a {OFFICIAL_EPOCHS}-epoch table to export "
+            "it (query, search and analysis work on any number of epochs)")
+
+
+def export_official(table: Table | str | os.PathLike, out_dir: str | os.PathLike,
                     protocol: int = 4) -> dict[str, pathlib.Path]:
     """Writes a table as the official pickles, readable by `nashpobench2api`.
 
     See `official_dicts` for the content; each file is written atomically. Note that the
-    official client refuses to start unless all three files exist.
+    official client refuses to start unless all three files exist. A sub-grid table writes
+    only its classes, learning rates and batch sizes (the client raises KeyError for others).
 
     Args:
-        table: a 12-epoch table.
+        table: a 12-epoch table, or its path (a build directory or a table file).
         out_dir: directory to write into (created).
         protocol: pickle protocol.
 
     Returns:
         File name -> path of the files written.
+
+    Raises:
+        ValueError: the table does not have 12 epochs (`check_exportable`); `TableError` (a
+            ValueError) for a bad path.
     """
+    if not isinstance(table, Table):
+        table = load_table(table)
+    check_exportable(table)
     with _gc_paused():
         return {name: atomic_write(pathlib.Path(out_dir) / name,
                                    lambda f, obj=obj: pickle.dump(obj, f, protocol=protocol))
@@ -119,9 +151,7 @@ def official_dicts(table: Table) -> dict[str, dict]:
     Returns:
         {"bench12.pkl": ..., "cellinfo.pkl": ..., ["avgaccs200.pkl": ...]}.
     """
-    if table.n_epochs != 12:
-        raise ValueError(f"the official format holds 12-epoch runs; this table has "
-                         f"{table.n_epochs} epochs")
+    check_exportable(table)
     with _gc_paused():
         return _official_dicts(table)
 

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from nhb._vendor import load_npz
+from nhb.bench.subspace import grid_index
 from nhb.bench.surrogate import (
     Surrogate,
     SurrogateConfig,
@@ -54,13 +55,16 @@ def targets_from_table(table: Table, epoch: int = -1, cells: Sequence | None = N
             not stored is served by the stored row of its class. Default: every row. The
             paper's 200-epoch cells are `cells_200ep()`.
         metric: a name in `METRICS` (seed mean at `epoch`), or an extra array of shape
-            [rows, 8, 6] such as "avg_acc_200".
+            [rows, lrs, bss] such as "avg_acc_200".
 
     Returns:
-        (cfgs, y): a 1-D config batch (per cell, lr-major then batch size) and float32 targets;
-        points whose target is not finite are dropped.
+        (cfgs, y): a 1-D config batch (per cell, lr-major then batch size, over the table's
+        own lrs and batch sizes, as full-grid indices) and float32 targets; points whose
+        target is not finite are dropped.
     """
-    hp_shape = (nhb2.NUM_LRS, nhb2.NUM_BS)
+    lr_idx = [grid_index(v, nhb2.LRS, "learning rate") for v in table.lrs]  # table order
+    bs_idx = [grid_index(v, nhb2.BATCH_SIZES, "batch size") for v in table.batch_sizes]
+    hp_shape = (len(lr_idx), len(bs_idx))
     if metric in METRICS:
         values = table.seed_mean(metric, epoch)
     elif metric in table.extra and table.extra[metric].shape[1:] == hp_shape:
@@ -77,8 +81,8 @@ def targets_from_table(table: Table, epoch: int = -1, cells: Sequence | None = N
         raise ValueError(f"{int((rows < 0).sum())} cells have no row (nor a row of their class) "
                          f"in the table, e.g. {missing}")
     n = len(cell_idx)
-    lr, bs = np.meshgrid(np.arange(nhb2.NUM_LRS), np.arange(nhb2.NUM_BS), indexing="ij")
-    cfgs = nhb2.make(nhb2.cell_from_index(np.repeat(cell_idx, nhb2.NUM_HPS)),
+    lr, bs = np.meshgrid(np.asarray(lr_idx), np.asarray(bs_idx), indexing="ij")
+    cfgs = nhb2.make(nhb2.cell_from_index(np.repeat(cell_idx, lr.size)),
                      np.tile(lr.reshape(-1), n), np.tile(bs.reshape(-1), n))
     y = np.asarray(values[rows], np.float32).reshape(-1)
     keep = np.isfinite(y)
@@ -189,8 +193,7 @@ def group_kfold(key: jax.Array, groups: np.ndarray, n_folds: int = 5) -> np.ndar
     """
     uniq, inverse, counts = np.unique(np.asarray(groups), return_inverse=True,
                                       return_counts=True)
-    if not 2 <= n_folds <= len(uniq):
-        raise ValueError(f"need 2 <= n_folds <= number of groups ({len(uniq)}), got {n_folds}")
+    check_cv_size(len(uniq), n_folds)
     order = np.asarray(jax.random.permutation(key, len(uniq)))
     order = order[np.argsort(-counts[order], kind="stable")]
     size = np.zeros(n_folds, np.int64)
@@ -200,6 +203,23 @@ def group_kfold(key: jax.Array, groups: np.ndarray, n_folds: int = 5) -> np.ndar
         fold_of_group[g] = f
         size[f] += counts[g]
     return fold_of_group[inverse.reshape(-1)]
+
+
+def check_cv_size(n_classes: int, n_folds: int) -> None:
+    """Raises a ValueError unless grouped K-fold CV is possible: 2 <= K <= classes.
+
+    Args:
+        n_classes: architecture classes present in the data.
+        n_folds: K.
+    """
+    if n_folds < 2:
+        raise ValueError(f"grouped cross-validation needs at least 2 folds, got {n_folds}")
+    if n_classes < n_folds:
+        hint = f" or fewer folds (--folds <= {n_classes})" if n_classes >= 2 else ""
+        raise ValueError(
+            f"too few architectures for grouped {n_folds}-fold cross-validation: the data has "
+            f"{n_classes} architecture class(es) but needs at least {n_folds} (one per fold; "
+            f"folds are split by class); use a table with more classes{hint}")
 
 
 def cv_splits(key: jax.Array, groups: np.ndarray, n_folds: int = 5,
@@ -292,6 +312,7 @@ def cross_validate(key: jax.Array, cfgs: nhb2.Config, targets: np.ndarray,
         raise ValueError(f"config.model must be 'gin' and baselines a subset of {BASELINES}")
     data = prepare(cfgs)
     groups = data.class_of_point
+    check_cv_size(len(np.unique(groups)), n_folds)
     k_split, k_fit = jax.random.split(key)
     splits = cv_splits(k_split, groups, n_folds, config.valid_fraction)
     t_max = max(len(s[0]) for s in splits)

@@ -27,7 +27,6 @@ import json
 import os
 import pathlib
 import struct
-import subprocess
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
@@ -38,36 +37,23 @@ import numpy as np
 from flax import struct as flax_struct
 
 import nhb
-from nhb._io import atomic_write  # re-exported: other modules import it from here
+from nhb._io import atomic_write, code_version  # re-exported: imported from here too
 from nhb.space import cells as _cells
 from nhb.space import nhb2
+from nhb.train.engine import RUN_METRICS
 
 FORMAT_VERSION = 1
 MAGIC = b"NHBTABLE"
-METRICS = ("train_acc", "train_loss", "valid_acc", "valid_loss", "test_acc", "test_loss",
-           "train_time", "valid_time", "test_time")
+METRICS = RUN_METRICS  # the per-run metric columns, defined in nhb.train.engine
 AVG_ACC_200 = "avg_acc_200"
+TABLE_FILE = "table.nhb"  # a build directory's table (see `nhb.bench.build`)
+TABLE_HELP = ("Table: a build directory (its table.nhb) or a table file (.nhb), as written by "
+              "nhb.bench.build / save_table.")
 _ALIGN = 64
 
 
 class TableError(ValueError):
     """A table (or official data) file is missing, corrupt, truncated or of another version."""
-
-
-@functools.cache
-def code_version() -> str:
-    """`nhb.__version__`, plus `+g<commit>` (and `.dirty`) when run from a git checkout."""
-    version = nhb.__version__
-    root = pathlib.Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return version
-    suffix = ".dirty" if dirty.returncode == 0 and dirty.stdout.strip() else ""
-    return f"{version}+g{commit.stdout.strip()}{suffix}"
 
 
 def make_meta(protocol: str, dataset: str = "cifar10", n_epochs: int = 12,
@@ -357,12 +343,35 @@ def _read_header(f: BinaryIO, path: pathlib.Path) -> tuple[dict, int]:
     return header, start
 
 
-def _open(path: str | os.PathLike) -> tuple[BinaryIO, pathlib.Path]:
+def table_path(path: str | os.PathLike) -> pathlib.Path:
+    """The table file of a `--table` argument: a build directory (its `TABLE_FILE`) or a file.
+
+    Args:
+        path: a build directory or a table file.
+
+    Returns:
+        The table file's path.
+
+    Raises:
+        TableError: the path does not exist, or is a directory without `TABLE_FILE`.
+    """
     path = pathlib.Path(path)
+    if path.is_dir():
+        if not (path / TABLE_FILE).is_file():
+            raise TableError(f"{path} is a directory but not a finished build directory: it has "
+                             f"no {TABLE_FILE} (expected {path / TABLE_FILE}); finish the build "
+                             "or pass the table file itself")
+        return path / TABLE_FILE
+    if not path.exists():
+        raise TableError(f"table file {path} does not exist; check the path, or build/download "
+                         "the table first")
+    return path
+
+
+def _open(path: str | os.PathLike) -> tuple[BinaryIO, pathlib.Path]:
+    path = table_path(path)
     if not path.is_file():
-        what = "is a directory, not a table file" if path.is_dir() else "does not exist"
-        raise TableError(f"table file {path} {what}; check the path, or build/download the "
-                         "table first")
+        raise TableError(f"table path {path} is not a regular file")
     return open(path, "rb"), path
 
 
@@ -370,7 +379,7 @@ def read_header(path: str | os.PathLike) -> dict:
     """Reads and checks a table file's JSON header (cheap; no arrays are read).
 
     Args:
-        path: table file.
+        path: table file, or a build directory (its `TABLE_FILE`).
 
     Returns:
         The header dict (`meta` holds the table metadata, `arrays` the array index).
@@ -387,7 +396,7 @@ def load_table(path: str | os.PathLike, *, mmap: bool = False, verify: bool = Tr
     """Loads a table saved by `save_table`.
 
     Args:
-        path: table file.
+        path: table file, or a build directory (its `TABLE_FILE`; see `table_path`).
         mmap: memory-map the arrays read-only instead of reading them into memory.
         verify: check every array's sha256 against the header (recommended; fast).
 

@@ -16,11 +16,17 @@
 `run`/`run_many` simulate searches (see `nhb.search.base`), `score` gives Table 3's numbers
 and the regret; `rng` is the cheap-to-compile randomness the strategies use; `synthetic`
 builds tables with a known optimum for testing strategies.
+
+Every strategy searches the space of the table it runs on (`Benchmark.space`, a
+`nhb.bench.SearchSpace`): on a sub-grid table (some classes, lrs, batch sizes) it samples and
+mutates only configs the table holds (`sampling`); on the full space it is the reference
+strategy, bit for bit. `study.run_study` runs a whole comparison and writes its outputs.
 """
 
 from __future__ import annotations
 
-from nhb.search import rng, synthetic
+from nhb.bench.subspace import SearchSpace
+from nhb.search import rng, sampling, synthetic
 from nhb.search.base import Scores, Strategy, Trajectory, run, run_many, score
 from nhb.search.bohb import BOHB, BOHBParams
 from nhb.search.evolution import RegularizedEvolution
@@ -34,13 +40,14 @@ PAPER_METHODS = ("rs", "re", "reinforce", "bohb", "bohb_re", "rs_re")
 BOHB_MODES = ("faithful", "budget")
 
 
-def make(name: str, bohb_mode: str = "faithful") -> Strategy:
+def make(name: str, bohb_mode: str = "faithful", space: SearchSpace | None = None) -> Strategy:
     """A strategy with the reference settings.
 
     Args:
         name: one of `METHODS`.
         bohb_mode: "faithful" (BOHB stops after the reference's 40 iterations, its HPO phase
             in bohb_re after 4, whatever the clock) or "budget" (stop at the time budgets).
+        space: the space to search (None: the runner uses the benchmark's table space).
 
     Returns:
         The strategy.
@@ -60,7 +67,8 @@ def make(name: str, bohb_mode: str = "faithful") -> Strategy:
     }
     if name not in table:
         raise ValueError(f"unknown method {name!r}; valid choices: {list(METHODS)}")
-    return table[name]()
+    strategy = table[name]()
+    return strategy if space is None else strategy.on(space)
 
 
 __all__ = [
@@ -75,6 +83,7 @@ __all__ = [
     "Reinforce",
     "ReinforceParams",
     "Scores",
+    "SearchSpace",
     "Sequential",
     "Strategy",
     "SuccessiveHalving",
@@ -83,6 +92,7 @@ __all__ = [
     "rng",
     "run",
     "run_many",
+    "sampling",
     "schedule",
     "score",
     "synthetic",

@@ -14,6 +14,14 @@ A strategy is a static Python object with pure, jittable methods over pytrees (e
 Shape-determining settings (population size, buffer sizes) are constructor arguments; numeric
 settings live in a `params` pytree (`default_params()`).
 
+Search space: every strategy has a static `space` field (an `nhb.bench.SearchSpace`; None =
+the full 4096 x 8 x 6 space). `run` binds a strategy whose `space` is None to the benchmark's
+table space (`bench.space`), so on a sub-grid table the strategies sample and mutate only
+configs the table holds (`nhb.search.sampling`); on the full space they run exactly the
+full-space code. A strategy bound explicitly (`strategy.on(space)`) keeps its space. A "full"
+query stops at the space's `n_epochs` (12 for the benchmark; the last epoch of a table of
+another length), and Hyperband's default maximum budget follows it.
+
 `run` simulates one search as the reference scripts do: `while clock < budget: query` (the
 budget is checked before each query, so the crossing query still counts), every query charged
 as the official client charges it, and the incumbent is the config of the strictly best
@@ -26,6 +34,7 @@ is a `lax.while_loop` (or `lax.scan` over `max_queries` steps, same results); `r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -35,7 +44,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from nhb.bench.api import Benchmark
-from nhb.search import rng
+from nhb.bench.subspace import SearchSpace
+from nhb.search import rng, sampling
 from nhb.space import nhb2
 
 FULL_EPOCH = 12
@@ -45,6 +55,16 @@ class Strategy:
     """Base class of search strategies (see the module docstring for the protocol)."""
 
     name = "strategy"
+    space: SearchSpace | None = None  # dataclass subclasses declare it as their last field
+
+    @property
+    def sp(self) -> SearchSpace:
+        """The space searched (`space`, or the full space when None)."""
+        return sampling.resolve(self.space)
+
+    def on(self, space: SearchSpace | None) -> Strategy:
+        """This strategy searching `space` (None: the full space)."""
+        return dataclasses.replace(self, space=space)
 
     def default_params(self) -> Any:
         """The reference settings as a params pytree."""
@@ -78,10 +98,15 @@ class Strategy:
         del state
         return jnp.bool_(False)
 
+    @property
+    def full_epoch(self) -> int:
+        """The epoch of a full query: the space's `n_epochs` (12 for the benchmark)."""
+        return self.sp.n_epochs
+
     def query_bound(self, bench: Benchmark, budget: float, seed: str | int = "official") -> int:
         """An upper bound on one run's queries (to size `max_queries`): full queries at the
         table's cheapest cost until the budget, plus the crossing one."""
-        return math.ceil(budget / bench.min_cost(FULL_EPOCH, seed)) + 1
+        return math.ceil(budget / bench.min_cost(bench.n_epochs, seed)) + 1
 
 
 @struct.dataclass
@@ -161,6 +186,7 @@ def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
         bench: the benchmark (a pytree argument).
         budget: simulated seconds; a query is made while the clock is below it (or the
             strategy says `unchecked`), until the strategy is `done` or `max_queries`.
+            (A strategy without a `space` searches `bench.space`.)
         max_queries: trajectory length (static).
         seed: seed mode of the queries (see `Benchmark.query`; "official" as the paper).
         loop: "while" (`lax.while_loop`, stops early) or "scan" (`lax.scan` over all
@@ -171,6 +197,11 @@ def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
     """
     if loop not in ("while", "scan"):
         raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
+    if strategy.space is None and dataclasses.is_dataclass(strategy):
+        strategy = strategy.on(bench.space)
+    if strategy.sp.n_epochs != bench.n_epochs:
+        raise ValueError(f"the strategy's space has {strategy.sp.n_epochs} epochs but the "
+                         f"table has {bench.n_epochs}; bind it with strategy.on(bench.space)")
     k_init = rng.step_key(key, 0xFFFFFFFF)
     budget = jnp.asarray(budget, jnp.float32)
     q = max_queries
@@ -234,12 +265,13 @@ def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
 
 def incumbent_scores(index: jax.Array, bench: Benchmark,
                      seed: str | int = "official") -> tuple[jax.Array, jax.Array]:
-    """12-epoch test accuracy ('test' mode, seed `seed`; "mean" for "random") and 200-epoch
-    value of flat config indices (NaN where the index is -1)."""
+    """Full-query test accuracy (the table's last epoch: 12 for the benchmark; 'test' mode,
+    seed `seed`; "mean" for "random") and 200-epoch value of flat config indices (NaN where
+    the index is -1)."""
     seed = "mean" if seed == "random" else seed
     ok = index >= 0
     cfg = nhb2.from_index(jnp.maximum(index, 0))
-    test = bench.query(cfg, FULL_EPOCH, seed=seed, mode="test").test_acc
+    test = bench.query(cfg, bench.n_epochs, seed=seed, mode="test").test_acc
     a200 = bench.query(cfg, 200).test_acc
     return jnp.where(ok, test, jnp.nan), jnp.where(ok, a200, jnp.nan)
 

@@ -30,6 +30,16 @@ bandwidth_factor 3, min_bandwidth 0.3, top_n_percent 15, 40 iterations (the refe
 after `n_iters=40` brackets whatever the time spent: `n_iterations=40`; None stops at the
 runner's time budget instead). `hpo_only=True` searches (lr, bs) for a cell fixed in the
 state, with the 3-dimensional space of `bohb_hpo.py` (a one-choice 'cellcode', lr, bs).
+
+On a sub-space (a sub-grid table; `space`) BOHB models and samples only in-space configs, as
+hpbandster would with a ConfigSpace of the table's values: the lr and batch-size dimensions
+are categoricals over the allowed values only (category = position among them, so their
+cardinalities, bandwidths and kernels are those of the smaller categoricals); the 6 edge
+dimensions keep 4 ops each. A candidate's (lr, bs) part is drawn as above (it always lies in
+the space); its cell part is drawn from hpbandster's per-edge distribution (keep the datum's
+op w.p. 1 - bw, else uniform over 4) CONDITIONED on the cell being covered: one categorical
+over the covered cells with weights prod_e p_e(c_e) (exact; one uniform). A uniform config is
+uniform over the space. With all 4096 cells covered the cell part is hpbandster's as is.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nhb.search import rng
+from nhb.search import rng, sampling
 from nhb.search.hyperband import Hyperband
 from nhb.space import cells as _cells
 from nhb.space import nhb2
@@ -142,8 +152,10 @@ class BOHB(Hyperband):
 
     @property
     def cards(self) -> tuple[int, ...]:
-        """Categories per KDE dimension."""
-        return HPO_CARDS if self.hpo_only else JOINT_CARDS
+        """Categories per KDE dimension (the allowed lrs / batch sizes on a sub-space)."""
+        sp = self.sp
+        hp = (len(sp.lrs), len(sp.bss))
+        return (1, *hp) if self.hpo_only else (*JOINT_CARDS[:_cells.NUM_EDGES], *hp)
 
     @property
     def n_model(self) -> int:
@@ -157,17 +169,25 @@ class BOHB(Hyperband):
         return BOHBParams()
 
     def encode(self, cfg: nhb2.Config) -> jax.Array:
-        """Category indices [D] of a config."""
-        hp = jnp.stack([cfg.lr, cfg.bs]).astype(jnp.int32)
+        """Category indices [D] of a config (lr / bs: position among the allowed values)."""
+        sp = self.sp
+        lr, bs = cfg.lr, cfg.bs
+        if not sp.full_hps:
+            lr, bs = jnp.asarray(sp.lr_slot)[lr], jnp.asarray(sp.bs_slot)[bs]
+        hp = jnp.stack([lr, bs]).astype(jnp.int32)
         if self.hpo_only:
             return jnp.concatenate([jnp.zeros(1, jnp.int32), hp])
         return jnp.concatenate([cfg.cell.astype(jnp.int32), hp])
 
     def decode(self, v: jax.Array, sampler: KDEState) -> nhb2.Config:
         """The config of category indices [D]."""
+        sp = self.sp
+        lr, bs = v[-2], v[-1]
+        if not sp.full_hps:
+            lr, bs = jnp.asarray(sp.lrs)[lr], jnp.asarray(sp.bss)[bs]
         if self.hpo_only:
-            return nhb2.make(sampler.fixed_cell, v[1], v[2])
-        return nhb2.make(v[:_cells.NUM_EDGES], v[6], v[7])
+            return nhb2.make(sampler.fixed_cell, lr, bs)
+        return nhb2.make(v[:_cells.NUM_EDGES], lr, bs)
 
     def sampler_init(self, key: jax.Array, params: BOHBParams) -> KDEState:
         """Empty buffers (fixed cell all-conv until set by the caller)."""
@@ -233,6 +253,8 @@ class BOHB(Hyperband):
         datum = x[pick]  # the pick-th best result
         keep = u_keep < (1.0 - bw_g)
         cand = jnp.where(keep, datum, rng.randint(u_cat, card))
+        if not self.hpo_only and not self.sp.all_cells:  # cells conditioned on coverage
+            uniform, cand = self._covered_cells(uniform, cand, datum, bw_g, u_rand, u_cat)
         lx = _kde_pdf(cand, x, good, good_n, bw_g, lv_g)
         gx = _kde_pdf(cand, x, bad, bad_n, bw_b, lv_b)
         tiny = jnp.float32(1e-32)
@@ -248,6 +270,21 @@ class BOHB(Hyperband):
             chosen >= 0)
         v = jnp.where(use_model, cand[jnp.maximum(chosen, 0)], uniform)
         return self.decode(v, sampler)
+
+    def _covered_cells(self, uniform: jax.Array, cand: jax.Array, datum: jax.Array,
+                       bw: jax.Array, u_rand: jax.Array,
+                       u_cat: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Replaces the cell dims of the uniform config and of the candidates [K, D] by draws
+        over the covered cells: uniform, resp. hpbandster's per-edge law given coverage."""
+        e = _cells.NUM_EDGES
+        digits = jnp.asarray(sampling.cell_digits(self.sp), jnp.int32)  # [C, 6]
+        uniform = uniform.at[:e].set(digits[rng.randint(u_rand[0], digits.shape[0])])
+        keep = jnp.clip(1.0 - bw[:e], 0.0, 1.0)  # P(keep the datum's op) per edge
+        same = digits[None] == datum[:, None, :e]  # [K, C, 6]
+        p = jnp.where(same, keep, 0.0) + (1.0 - keep) / _cells.NUM_OPS
+        logw = jnp.sum(jnp.log(p), -1)  # [K, C]
+        k = jax.vmap(rng.categorical)(u_cat[:, 0], logw)
+        return uniform, cand.at[:, :e].set(digits[k])
 
     def overflowed(self, state: Any) -> jax.Array:
         """Whether an observation was dropped (buffer `max_obs` too small)."""

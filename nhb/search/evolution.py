@@ -7,7 +7,8 @@ highest validation accuracy (the first of equal ones, as Python's `max`), mutate
 8 elements (6 edges, lr, bs) to a different value (`nhb2.mutate`'s distribution, via
 `rng.mutate`), queries the child at 12 epochs, appends it and removes the oldest member.
 With `arch_only=True` only the 6 edges are mutated (the NAS phase of the sequential
-baselines, `rea_nas.py`).
+baselines, `rea_nas.py`). On a sub-space the initial members are uniform over the space and
+the mutation is the full mutation conditioned on staying in the space (`sampling.mutate`).
 
 The population is a fixed-size ring buffer: slot `head` holds the oldest member. NaN fitness
 (failed/absent entries) ranks below every number.
@@ -22,8 +23,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nhb.search import rng
-from nhb.search.base import FULL_EPOCH, Strategy
+from nhb.bench.subspace import SearchSpace
+from nhb.search import rng, sampling
+from nhb.search.base import Strategy
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -57,11 +59,13 @@ class RegularizedEvolution(Strategy):
         population_size: P.
         sample_size: tournament size S (sampled with replacement).
         arch_only: mutate only the cell (lr/bs kept), as the sequential NAS phase.
+        space: the space searched (None: full).
     """
 
     population_size: int = 10
     sample_size: int = 3
     arch_only: bool = False
+    space: SearchSpace | None = None
     name = "re"
 
     def init(self, key: jax.Array, params: tuple) -> REState:
@@ -76,13 +80,16 @@ class RegularizedEvolution(Strategy):
             params: tuple) -> tuple[nhb2.Config, jax.Array, REState]:
         """A random config while filling, else a mutated tournament winner."""
         del params
-        u = rng.uniforms(key, rng.N_SAMPLE + self.sample_size + rng.N_MUTATE)
-        picks = rng.randint(u[rng.N_SAMPLE:-rng.N_MUTATE], self.population_size)
+        sp = self.sp
+        n_s, n_m = sampling.n_sample(sp), sampling.n_mutate(sp, self.arch_only)
+        u = rng.uniforms(key, n_s + self.sample_size + n_m)
+        picks = rng.randint(u[n_s:n_s + self.sample_size], self.population_size)
         parent = _take(state.pop, picks[jnp.argmax(state.fitness[picks])])
-        child = rng.mutate(u[-rng.N_MUTATE:], parent, self.arch_only)
+        child = sampling.mutate(u[n_s + self.sample_size:], parent, sp, self.arch_only)
         filling = state.n < self.population_size
-        cfg = jax.tree.map(lambda a, b: jnp.where(filling, a, b), rng.sample(u), child)
-        return cfg, jnp.int32(FULL_EPOCH), state
+        cfg = jax.tree.map(lambda a, b: jnp.where(filling, a, b), sampling.sample(u[:n_s], sp),
+                           child)
+        return cfg, jnp.int32(self.full_epoch), state
 
     def tell(self, state: REState, cfg: nhb2.Config, fitness: jax.Array, params: tuple,
              cost: jax.Array | float = 0.0) -> REState:

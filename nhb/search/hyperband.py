@@ -14,6 +14,11 @@ per stage (9-3-1, 3-1, 3 for the reference), one query at a time (one worker):
   re-queried from epoch 0 at the larger budget (and charged in full again);
 - slots left empty because configs failed (NaN) are filled with new samples.
 
+On a sub-space (a sub-grid table) new configs are uniform over the space
+(`sampling.sample`); promotions only re-query configs already in it. On a table of n != 12
+epochs the default `max_budget` (12, "a full query") becomes n (e.g. budgets 1 / 3 for n = 3);
+Hyperband needs n > `min_budget`.
+
 `SuccessiveHalving` repeats the most aggressive bracket (s = max_SH_iter - 1) only.
 `n_iterations` stops the strategy after that many iterations (hpbandster's `run(n)`); None
 runs until the runner's budget. Subclasses replace the uniform sampler (`BOHB`).
@@ -30,8 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nhb.search import rng
-from nhb.search.base import Strategy
+from nhb.bench.subspace import SearchSpace
+from nhb.search import rng, sampling
+from nhb.search.base import FULL_EPOCH, Strategy
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -91,21 +97,29 @@ class Hyperband(Strategy):
     Attributes:
         eta: halving rate.
         min_budget: smallest budget in epochs (1 -> budgets 1.33/4/12 with eta 3, max 12).
-        max_budget: largest budget in epochs.
+        max_budget: largest budget in epochs (the default 12 = a full query: the space's
+            `n_epochs` on a table of another length).
         n_iterations: stop after this many brackets (None: run until the time budget).
+        space: the space searched (None: full).
     """
 
     eta: float = 3
     min_budget: float = 1
     max_budget: float = 12
     n_iterations: int | None = None
+    space: SearchSpace | None = None
     name = "hyperband"
     only_largest_bracket = False
 
     @property
     def sched(self) -> dict[str, np.ndarray]:
-        """The static schedule (see `schedule`)."""
-        return schedule(self.eta, self.min_budget, self.max_budget)
+        """The static schedule (see `schedule`) for the space's epochs."""
+        n = self.sp.n_epochs
+        top = n if self.max_budget == FULL_EPOCH else self.max_budget
+        if top > n or top <= self.min_budget:
+            raise ValueError(f"{self.name}: budgets {self.min_budget}..{top} epochs do not fit "
+                             f"a table of {n} epochs (need min_budget < max_budget <= {n})")
+        return schedule(self.eta, self.min_budget, top)
 
     # -------------------------------------------------------------- sampler hooks
 
@@ -114,9 +128,10 @@ class Hyperband(Strategy):
         del key, params
 
     def propose(self, key: jax.Array, sampler: Any, params: Any) -> nhb2.Config:
-        """A new config (uniform)."""
+        """A new config (uniform over the space)."""
         del sampler, params
-        return rng.sample(rng.uniforms(key, rng.N_SAMPLE))
+        sp = self.sp
+        return sampling.sample(rng.uniforms(key, sampling.n_sample(sp)), sp)
 
     def observe(self, sampler: Any, cfg: nhb2.Config, loss: jax.Array, budget_index: jax.Array,
                 params: Any) -> Any:

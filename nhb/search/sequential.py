@@ -10,6 +10,13 @@ queries, partial BOHB ones included), until the overall budget. The clock and th
 run over both phases (the reference never resets the client's log between them). The
 reference reseeds Python's RNG before phase 2, so the first member of RE's initial population
 is the phase-1 cell again; this is reproduced (`repeat_hpo_cell`).
+
+The strategy's own clock (for `hpo_budget`) charges exactly what the runner charges: the
+query's cost, or 0 s for a non-finite cost (a failed / absent entry), so a NaN cost never ends
+phase 1 early. On a sub-space (a sub-grid table) the phase-1 cell is uniform over the covered
+cells, random search draws (lr, bs) uniformly over the allowed values, BOHB models the allowed
+values only (see `nhb.search.bohb`), and RE mutates cells within the covered ones
+(`sampling.mutate` with `arch_only`).
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from nhb.search import rng
-from nhb.search.base import FULL_EPOCH, Strategy, clock_add, clock_before
+from nhb.bench.subspace import SearchSpace
+from nhb.search import rng, sampling
+from nhb.search.base import Strategy, clock_add, clock_before
 from nhb.search.bohb import BOHB
 from nhb.search.evolution import RegularizedEvolution
 from nhb.space import nhb2
@@ -72,6 +80,7 @@ class Sequential(Strategy):
         population_size: RE population.
         sample_size: RE tournament size.
         repeat_hpo_cell: the first RE member uses the phase-1 cell (the reference's reseeding).
+        space: the space searched (None: full).
     """
 
     hpo: str = "rs"
@@ -81,6 +90,7 @@ class Sequential(Strategy):
     population_size: int = 10
     sample_size: int = 3
     repeat_hpo_cell: bool = True
+    space: SearchSpace | None = None
 
     def __post_init__(self):
         if self.hpo not in ("rs", "bohb"):
@@ -93,12 +103,13 @@ class Sequential(Strategy):
 
     @property
     def _re(self) -> RegularizedEvolution:
-        return RegularizedEvolution(self.population_size, self.sample_size, arch_only=True)
+        return RegularizedEvolution(self.population_size, self.sample_size, arch_only=True,
+                                    space=self.space)
 
     @property
     def _bohb(self) -> BOHB:
         return BOHB(n_iterations=self.hpo_iterations, num_samples=self.hpo_num_samples,
-                    hpo_only=True)
+                    hpo_only=True, space=self.space)
 
     def default_params(self) -> Any:
         """BOHB's params for the HPO phase (none for random search)."""
@@ -107,7 +118,8 @@ class Sequential(Strategy):
     def init(self, key: jax.Array, params: Any) -> SeqState:
         """Draws the phase-1 cell; both phases' initial states."""
         k_cell, k_hpo, k_nas = (rng.step_key(key, i) for i in range(3))
-        cell = rng.sample(rng.uniforms(k_cell, rng.N_SAMPLE)).cell
+        sp = self.sp
+        cell = sampling.sample(rng.uniforms(k_cell, sampling.n_sample(sp)), sp).cell
         hpo = None
         if self.hpo == "bohb":
             hpo = self._bohb.init(k_hpo, params)
@@ -133,8 +145,10 @@ class Sequential(Strategy):
         k_hpo, k_nas = rng.step_key(key, 0), rng.step_key(key, 1)
         in_hpo = self._in_hpo(state, params)
         if self.hpo == "rs":
-            cfg_h = rng.sample(rng.uniforms(k_hpo, rng.N_SAMPLE)).replace(cell=state.cell)
-            ep_h, hpo = jnp.int32(FULL_EPOCH), state.hpo
+            sp = self.sp
+            cfg_h = sampling.sample(rng.uniforms(k_hpo, sampling.n_sample(sp)), sp).replace(
+                cell=state.cell)
+            ep_h, hpo = jnp.int32(self.full_epoch), state.hpo
         else:
             cfg_h, ep_h, hpo = self._bohb.ask(k_hpo, state.hpo, params)
         cfg_n, ep_n, nas = self._re.ask(k_nas, state.nas, ())
@@ -153,7 +167,9 @@ class Sequential(Strategy):
             hpo = _select(in_hpo, self._bohb.tell(hpo, cfg, fitness, params), hpo)
         nas = _select(in_hpo, state.nas, self._re.tell(state.nas, cfg, fitness, ()))
         better = in_hpo & ((state.n_hpo == 0) | (fitness > state.best_valid))
-        t_hi, t_lo = clock_add(state.t_hi, state.t_lo, jnp.asarray(cost, jnp.float32))
+        cost = jnp.asarray(cost, jnp.float32)
+        charged = jnp.where(jnp.isfinite(cost), cost, 0.0)  # as the runner's clock
+        t_hi, t_lo = clock_add(state.t_hi, state.t_lo, charged)
         return state.replace(
             t_hi=t_hi, t_lo=t_lo, hpo=hpo, nas=nas, n_hpo=state.n_hpo + in_hpo,
             best_lr=jnp.where(better, cfg.lr, state.best_lr),

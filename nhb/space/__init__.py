@@ -1,4 +1,4 @@
-"""The shared pytree config encoding (DESIGN §2).
+"""The shared pytree config encoding (docs/protocol.md §2).
 
 `nhb.space.nhb2` is the NAS-HPO-Bench-II joint space; `nhb.space.cells` its cell analysis
 (compressed graphs, the 1011 equivalence classes, architecture groups).

@@ -3,7 +3,7 @@
 Everything here is plain NumPy/Python, run once per process (cached) over the 4096 cells; the
 jittable space (`nhb.space.nhb2`) gathers from the resulting tables.
 
-The equivalence procedure follows the paper (§3.1, Figure 2) as pinned down in DESIGN §3:
+The equivalence procedure follows the paper (§3.1, Figure 2) as pinned down in docs/protocol.md §2:
 1. Edge-labelled cell -> node-labelled op-DAG: one vertex per non-zero edge, plus the cell
    input and output; sum nodes are eliminated (an op vertex on edge j<-i feeds every op vertex
    on an edge leaving node j).

@@ -23,7 +23,7 @@ Execution modes, identical up to float reassociation:
   matmuls over im2col patches (`"patches"`, what `"auto"` trains with; `resolve_conv_impl`).
   The mode for GPUs.
 * `"sequential"`: one member at a time through the same single-config compiled functions;
-  on CPUs this is faster (DESIGN §8: vmapped grouped convs are 4-6x slower there).
+  on CPUs this is faster (docs/protocol.md §7: vmapped grouped convs are 4-6x slower there).
 * `"auto"`: `"sequential"` on CPU; on GPU/TPU `"vmap"` for batch sizes up to
   `AUTO_VMAP_MAX_BATCH` (128) and `"sequential"` above. Measured on one H100 at paper scale
   (`benchmarks/results/train_throughput_gpu*.json`): a vmapped group of 48 trains 5.3x the
@@ -55,15 +55,24 @@ import tqdm
 
 from nhb.models.cell_net import conv_edges_of
 from nhb.models.layers import CONV_IMPLS
-from nhb.space import nhb2
-from nhb.train.engine import HParams, TrainData, TrainStatic, make_train
+from nhb.space import cells as _cells
+from nhb.train.cellnet import TrainStatic
+from nhb.train.engine import (
+    EPOCH_METRICS,
+    MOMENTUM,
+    RUN_METRICS,
+    WEIGHT_DECAY,
+    HParams,
+    TrainData,
+)
+from nhb.train.programs import DEFAULT_CACHE, SGD_LOOPS, ProgramCache
 
 EXECUTION_MODES = ("auto", "vmap", "sequential")
 AUTO_VMAP_MAX_BATCH = 128
 SHARINGS = ("auto", "pattern", "supernet")
 CONV_CHOICES = ("auto", *CONV_IMPLS)
 AUTO_SUPERNET_MAX_CHANNELS = 16
-ALL_CONV = (True,) * 6
+ALL_CONV = (True,) * _cells.NUM_EDGES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,22 +100,38 @@ def get_scale(name: str) -> Scale:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One training run: a cell (op digits), learning rate and batch size values, a seed."""
+    """One training run, by values: cell op digits, learning rate, batch size, training seed.
+
+    Attributes:
+        cell: 6 op digits (code order "A|BC|DEF").
+        learning_rate: the initial learning rate (a value, e.g. 0.1; not an index).
+        batch_size: the batch size (a value).
+        seed: the training seed (a value, e.g. 222; the run's PRNG key is `key(seed)`).
+    """
 
     cell: tuple[int, ...]
-    lr: float
+    learning_rate: float
     batch_size: int
     seed: int
 
     @property
     def code(self) -> str:
         """The official cell code."""
-        return nhb2.to_string(nhb2.make(self.cell, 0, 0))
+        return _cells.code_of(self.cell)
 
 
 @dataclasses.dataclass
 class RunResult:
-    """Per-epoch metrics of one job (numpy arrays of length `epochs`; accuracies in %)."""
+    """One job's results.
+
+    Attributes:
+        job: the job.
+        metrics: each of `nhb.train.RUN_METRICS` -> float64 [epochs] (accuracies in %,
+            times in seconds).
+        diverged: a training or evaluation loss was not finite.
+        mode: the execution mode it ran in ("vmap" or "sequential").
+        group_size: members trained together (1 in "sequential" mode).
+    """
 
     job: Job
     metrics: dict[str, np.ndarray]
@@ -115,20 +140,23 @@ class RunResult:
     group_size: int
 
 
-def check_options(mode: str = "auto", sharing: str = "auto", conv_impl: str = "auto") -> None:
+def check_options(mode: str = "auto", sharing: str = "auto", conv_impl: str = "auto",
+                  sgd_loop: str = "auto") -> None:
     """Validates the execution options of a grid.
 
     Args:
         mode: one of `EXECUTION_MODES`.
         sharing: one of `SHARINGS`.
         conv_impl: one of `CONV_CHOICES`.
+        sgd_loop: one of `SGD_LOOPS`.
 
     Raises:
         ValueError: an unknown value; the message names the valid choices.
     """
     for what, value, choices in (("execution mode", mode, EXECUTION_MODES),
                                  ("program sharing", sharing, SHARINGS),
-                                 ("conv_impl", conv_impl, CONV_CHOICES)):
+                                 ("conv_impl", conv_impl, CONV_CHOICES),
+                                 ("sgd_loop", sgd_loop, SGD_LOOPS)):
         if value not in choices:
             raise ValueError(f"unknown {what} {value!r}; valid choices: {list(choices)}")
 
@@ -244,156 +272,120 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
-              mode: str = "auto", eval_batch_size: int | None = None,
-              sharing: str = "pattern", conv_impl: str = "auto") -> list[RunResult]:
-    """Trains one group of jobs (one program: see `plan_groups`), timing every phase.
+def resolve_sgd_loop(sgd_loop: str) -> str:
+    """Maps "auto" to "host" on CPUs and "scan" elsewhere (see the module docstring)."""
+    check_options(sgd_loop=sgd_loop)
+    if sgd_loop == "auto":
+        return "host" if jax.default_backend() == "cpu" else "scan"
+    return sgd_loop
+
+
+def group_static(group: Sequence[Job], data: TrainData, *,
+                 scale: Scale, epochs: int, mode: str, eval_batch_size: int | None = None,
+                 sharing: str = "pattern", conv_impl: str = "auto",
+                 train_eval: bool = True) -> TrainStatic:
+    """The static settings of the one program that trains `group` (validated).
 
     Args:
-        group: jobs from `plan_groups` (with the same `sharing`).
-        data: device arrays.
-        scale: network scale.
-        epochs: epochs (the cosine period equals it).
-        mode: execution mode (see module docstring).
-        eval_batch_size: evaluation batch size (None: the job's batch size).
-        sharing: program sharing, one of `SHARINGS`.
-        conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
+        group: jobs of one program (`plan_groups` with the same `sharing`).
+        data: the device arrays (their split sizes).
+        scale, epochs, eval_batch_size, sharing, conv_impl, train_eval: see `run_group`.
+        mode: the resolved execution mode ("vmap" or "sequential").
 
     Returns:
-        One `RunResult` per job, in group order.
+        The `TrainStatic`.
     """
-    bs = group[0].batch_size
-    mode = resolve_mode(mode, bs)
     sharing = resolve_sharing(sharing, scale)
     train_impl, eval_impl = resolve_conv_impl(conv_impl, mode)
     edges = {program_edges(j.cell, sharing) for j in group}
     if len(edges) != 1 or len({j.batch_size for j in group}) != 1:
         raise ValueError(f"a group must share one program (batch size and "
                          f"{sharing} edges); use plan_groups(..., sharing={sharing!r})")
-    static = TrainStatic(batch_size=bs, conv_edges=edges.pop(),
-                         n_train=data.train_x.shape[0], n_valid=data.valid_x.shape[0],
-                         n_test=data.test_x.shape[0], epochs=epochs,
-                         channels=scale.channels, cells_per_stage=scale.cells_per_stage,
-                         eval_batch_size=eval_batch_size, masked=sharing == "supernet",
-                         conv_impl=train_impl, eval_conv_impl=eval_impl)
-    if mode == "vmap":
-        units = [list(range(len(group)))]
-    else:
-        units = [[i] for i in range(len(group))]
-    names = ("train_acc", "train_loss", "valid_acc", "valid_loss", "test_acc", "test_loss",
-             "train_time", "valid_time", "test_time")
-    out = {n: np.zeros((len(group), epochs), np.float64) for n in names}
+    return TrainStatic(batch_size=group[0].batch_size, conv_edges=edges.pop(),
+                       n_train=data.train_x.shape[0], n_valid=data.valid_x.shape[0],
+                       n_test=data.test_x.shape[0], epochs=epochs,
+                       channels=scale.channels, cells_per_stage=scale.cells_per_stage,
+                       eval_batch_size=eval_batch_size, train_eval=train_eval,
+                       masked=sharing == "supernet", conv_impl=train_impl,
+                       eval_conv_impl=eval_impl)
+
+
+def member_inputs(jobs: Sequence[Job]) -> tuple[jax.Array, HParams, jax.Array]:
+    """Stacked (PRNG keys, hyperparameters, cell ops) of jobs, the members of one program."""
+    keys = jnp.stack([jax.random.key(j.seed) for j in jobs])
+    hp = HParams(learning_rate=jnp.asarray([j.learning_rate for j in jobs], jnp.float32),
+                 momentum=jnp.full((len(jobs),), MOMENTUM, jnp.float32),
+                 weight_decay=jnp.full((len(jobs),), WEIGHT_DECAY, jnp.float32))
+    return keys, hp, jnp.asarray([j.cell for j in jobs], jnp.int32)
+
+
+def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
+              mode: str = "auto", eval_batch_size: int | None = None,
+              sharing: str = "auto", conv_impl: str = "auto", train_eval: bool = True,
+              sgd_loop: str = "auto", cache: ProgramCache | None = None) -> list[RunResult]:
+    """Trains one group of jobs (one program: see `plan_groups`), timing every phase.
+
+    Every epoch runs the trainer's pieces (`nhb.train.Trainer`): the SGD loop (a compiled
+    `lax.scan`, or a host loop over the compiled step), then each evaluation pass, each a
+    separate compiled call timed on the host; `trainer.epoch_metrics` assembles them as
+    `trainer.train` does.
+
+    Args:
+        group: jobs from `plan_groups` (with the same `sharing`).
+        data: device arrays.
+        scale: network scale.
+        epochs: epochs (the cosine period equals it).
+        mode: execution mode, one of `EXECUTION_MODES` (module docstring).
+        eval_batch_size: evaluation batch size (None: the job's batch size).
+        sharing: program sharing, one of `SHARINGS`.
+        conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
+        train_eval: the authors' eval-mode pass over the training set for train metrics
+            (False: the SGD loop's running meters; see `nhb.train.Protocol`).
+        sgd_loop: "scan", "host" or "auto" (host on CPUs; module docstring).
+        cache: compiled-program cache (None: `DEFAULT_CACHE`).
+
+    Returns:
+        One `RunResult` per job, in group order.
+    """
+    mode = resolve_mode(mode, group[0].batch_size)
+    sgd_loop = resolve_sgd_loop(sgd_loop)
+    static = group_static(group, data, scale=scale, epochs=epochs, mode=mode,
+                          eval_batch_size=eval_batch_size, sharing=sharing,
+                          conv_impl=conv_impl, train_eval=train_eval)
+    cache = DEFAULT_CACHE if cache is None else cache
+    units = [list(range(len(group)))] if mode == "vmap" else [[i] for i in range(len(group))]
+    out = {n: np.zeros((len(group), epochs), np.float64) for n in RUN_METRICS}
     nonfinite = np.zeros((len(group), epochs), bool)
     for members in units:
-        keys = jnp.stack([jax.random.key(group[i].seed) for i in members])
-        hp = HParams(lr=jnp.asarray([group[i].lr for i in members], jnp.float32),
-                     momentum=jnp.full((len(members),), 0.9, jnp.float32),
-                     weight_decay=jnp.full((len(members),), 5e-4, jnp.float32))
-        ops = jnp.asarray([group[i].cell for i in members], jnp.int32)
-        tr = _jitted(static)
-        state = tr["init"](keys, hp, ops)
-        tr = _compiled(static, state, hp, ops, data)
+        keys, hp, ops = member_inputs([group[i] for i in members])
+        prog = cache.program(static, sgd_loop, keys, hp, ops, data)
+        state = prog.init(keys, hp, ops)
         share = 1.0 / len(members)
         for e in range(epochs):
             epoch = jnp.int32(e)
-            (state, (tr_acc, tr_loss, bad)), t_train = _timed(
-                tr["epoch"], state, epoch, hp, ops, data)
-            vkeys = tr["valid_key"](state, epoch)
-            (va_acc, va_loss), t_valid = _timed(
-                tr["eval_aug"], state, ops, data.valid_x, data.valid_y, vkeys)
-            (te_acc, te_loss), t_test = _timed(
-                tr["eval"], state, ops, data.test_x, data.test_y, vkeys)
-            vals = dict(train_acc=tr_acc, train_loss=tr_loss, valid_acc=va_acc,
-                        valid_loss=va_loss, test_acc=te_acc, test_loss=te_loss)
-            for n, v in vals.items():
-                out[n][members, e] = np.asarray(v)
+            (state, stats), t_train = _timed(prog.epoch, state, epoch, hp, ops, data)
+            results, seconds = {}, {}
+            for name, fn in prog.phases.items():
+                results[name], seconds[name] = _timed(fn, state, epoch, ops, data)
+            metrics = prog.epoch_metrics(stats, results)
+            for n in EPOCH_METRICS:
+                out[n][members, e] = np.asarray(getattr(metrics, n))
             out["train_time"][members, e] = t_train * share
-            out["valid_time"][members, e] = t_valid * share
-            out["test_time"][members, e] = t_test * share
-            nonfinite[members, e] = np.asarray(bad)
+            out["valid_time"][members, e] = seconds["valid"] * share
+            out["test_time"][members, e] = seconds["test"] * share
+            nonfinite[members, e] = np.asarray(metrics.nonfinite)
     finite = np.isfinite(out["train_loss"]).all(1) & np.isfinite(out["test_loss"]).all(1)
     diverged = nonfinite.any(1) | ~finite
-    return [RunResult(job=job, metrics={n: out[n][i] for n in names},
+    return [RunResult(job=job, metrics={n: out[n][i] for n in RUN_METRICS},
                       diverged=bool(diverged[i]), mode=mode, group_size=len(units[0]))
             for i, job in enumerate(group)]
-
-
-_JITTED: dict[TrainStatic, dict] = {}
-_COMPILED: dict[tuple, dict] = {}
-
-
-def _jitted(static: TrainStatic) -> dict:
-    """Jitted phase functions of one program, vmapped over group members (cached)."""
-    if static not in _JITTED:
-        t = make_train(static)
-        member = (0, None, 0, 0, None)
-        evals = {name: jax.jit(jax.vmap(
-            lambda s, o, x, y, k, aug=aug: t.evaluate(s, o, x, y, k, aug),
-            in_axes=(0, 0, None, None, 0))) for name, aug in
-            (("eval_aug", static.augment_valid), ("eval", False))}
-        _JITTED[static] = {
-            "init": jax.jit(jax.vmap(t.init)),
-            "epoch": jax.jit(jax.vmap(t.train_epoch, in_axes=member)),
-            "valid_key": jax.jit(jax.vmap(t.valid_key, in_axes=(0, None))),
-            # The same epoch in pieces, for the host loop (`_host_loop_epoch`).
-            "setup": jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0))),
-            "step": jax.jit(jax.vmap(t.sgd_step, in_axes=(0, None, 0, 0, 0, 0, 0, None))),
-            "finish": jax.jit(jax.vmap(t.epoch_finish)),
-            "steps": t.steps,
-            **evals,
-        }
-    return _JITTED[static]
-
-
-def _compiled(static: TrainStatic, state, hp, ops, data: TrainData) -> dict:
-    """Ahead-of-time compiled phases for one group size, so timings exclude compilation."""
-    key = (static, ops.shape[0])
-    if key not in _COMPILED:
-        fns = _jitted(static)
-        epoch = jnp.int32(0)
-        vkeys = fns["valid_key"](state, epoch)
-        if jax.default_backend() == "cpu":
-            run_epoch = _host_loop_epoch(static, state, hp, ops, data)
-        else:
-            run_epoch = fns["epoch"].lower(state, epoch, hp, ops, data).compile()
-        _COMPILED[key] = {
-            "epoch": run_epoch,
-            "valid_key": fns["valid_key"],
-            "eval_aug": fns["eval_aug"].lower(state, ops, data.valid_x, data.valid_y,
-                                              vkeys).compile(),
-            "eval": fns["eval"].lower(state, ops, data.test_x, data.test_y, vkeys).compile(),
-        }
-    return _COMPILED[key]
-
-
-def _host_loop_epoch(static: TrainStatic, state, hp, ops, data: TrainData):
-    """An epoch as a host loop over one compiled (vmapped) SGD step; see the module doc."""
-    fns = _jitted(static)
-    setup, steps = fns["setup"], fns["steps"]
-    carry, (k_aug, idx, mask) = setup(state, jnp.int32(0), hp)
-    i0 = jnp.int32(0)
-    step_c = fns["step"].lower(carry, i0, idx[:, 0], mask[:, 0], k_aug, hp, ops,
-                               data).compile()
-    sums = jnp.zeros((ops.shape[0], steps), jnp.float32)
-    finish_c = fns["finish"].lower(state, carry, sums, sums).compile()
-
-    def run_epoch(state, epoch, hp, ops, data):
-        carry, (k_aug, idx, mask) = setup(state, epoch, hp)
-        losses, corrects = [], []
-        for i in range(steps):
-            carry, (loss_sum, correct) = step_c(carry, jnp.int32(i), idx[:, i], mask[:, i],
-                                                k_aug, hp, ops, data)
-            losses.append(loss_sum)
-            corrects.append(correct)
-        return finish_c(state, carry, jnp.stack(losses, 1), jnp.stack(corrects, 1))
-
-    return run_epoch
 
 
 def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
                mode: str = "auto", max_group: int | None = None,
                eval_batch_size: int | None = None, progress: bool = True,
-               sharing: str = "pattern", conv_impl: str = "auto") -> list[RunResult]:
+               sharing: str = "auto", conv_impl: str = "auto", train_eval: bool = True,
+               sgd_loop: str = "auto", cache: ProgramCache | None = None) -> list[RunResult]:
     """Trains every job, grouped so that compiled programs are shared.
 
     Args:
@@ -407,6 +399,7 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
         progress: show a progress bar (jobs done).
         sharing: program sharing, one of `SHARINGS`.
         conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
+        train_eval, sgd_loop, cache: see `run_group`.
 
     Returns:
         Results in the order of `jobs`.
@@ -418,7 +411,8 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
         for group in groups:
             for r in run_group(group, data, scale=scale, epochs=epochs, mode=mode,
                                eval_batch_size=eval_batch_size, sharing=sharing,
-                               conv_impl=conv_impl):
+                               conv_impl=conv_impl, train_eval=train_eval,
+                               sgd_loop=sgd_loop, cache=cache):
                 results[r.job] = r
             bar.update(len(group))
     return [results[j] for j in jobs]
