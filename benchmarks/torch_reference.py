@@ -1,8 +1,9 @@
 """PyTorch implementation of the NAS-HPO-Bench-II network and SGD protocol, for timing.
 
-The same network as `nhb.models.CellNet` (DESIGN §3): stem Conv3x3(bias)-BN; three stages of
-normal cells (edge ops 0 ReLU-Conv3x3(no bias)-BN, 1 AvgPool3x3 stride 1 pad 1 counting the
-padding, 2 skip, 3 zero); residual reduction blocks between stages; head BN-ReLU-GAP-Linear.
+The same network as `nhb.models.CellNet` (docs/protocol.md §3): stem Conv3x3(bias)-BN; three
+stages of normal cells (edge ops 0 ReLU-Conv3x3(no bias)-BN, 1 AvgPool3x3 stride 1 pad 1
+counting the padding, 2 skip, 3 zero); residual reduction blocks between stages; head
+BN-ReLU-GAP-Linear.
 Training: SGD Nesterov momentum 0.9, weight decay 5e-4, cosine annealing stepped per epoch,
 cross-entropy, random flip + 4-pixel-pad crop on the batch. PyTorch defaults everywhere else
 (initialisation, BatchNorm momentum 0.1 / eps 1e-5), as the authors' training code.

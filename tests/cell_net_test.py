@@ -15,15 +15,15 @@ from nhb.models import (
     CellNet,
     ReLUConvBN,
     avg_pool3x3,
-    cell_digits,
-    cell_net,
     check_ops,
     conv_edges_of,
     fast_torch_init,
     init_cell_net,
+    make_cell_net,
     param_count,
     reference_param_count,
 )
+from nhb.space.cells import cell_digits
 
 TINY = {"channels": (4, 8, 16), "cells_per_stage": 1}
 VALID_MSG = "0 conv3x3, 1 avgpool3x3, 2 skip, 3 zero"
@@ -31,7 +31,7 @@ EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 
 
 # ------------------------------------------------------------ NumPy reference forward pass
-# An independent float64 forward of the NAS-HPO-Bench-II network written from DESIGN.md §3
+# An independent float64 forward of the NAS-HPO-Bench-II network written from docs/protocol.md §3
 # (the authors' PyTorch modules): no JAX, explicit padding, convolution as a sum over the
 # k x k taps of shifted windows. `mutant` switches on one deliberate deviation so the tests
 # can show that the comparison catches it.
@@ -276,13 +276,13 @@ def test_param_counts_all_1011_cells_default_size():
     assert len(reps) == 64
     counts = {}
     for pattern, rep in reps.items():
-        net = cell_net(rep)
+        net = make_cell_net(rep)
         shapes = jax.eval_shape(lambda k, n=net, r=rep: init_cell_net(k, n, r, fast=False),
                                 jax.random.key(0))
         counts[pattern] = param_count(shapes)
     for c in cells:
         c = str(c)
-        net = cell_net(c)
+        net = make_cell_net(c)
         assert net == CellNet(conv_edges=conv_edges_of(c))
         assert counts[net.conv_edges] == reference_param_count(c), c
     assert counts[(True,) * 6] == 1_531_850
@@ -291,7 +291,7 @@ def test_param_counts_all_1011_cells_default_size():
 
 def test_param_count_tiny_and_traced_ops():
     for cell in ("0|12|310", "1|33|002"):
-        net = cell_net(cell, num_classes=7, **TINY)
+        net = make_cell_net(cell, num_classes=7, **TINY)
         shapes = jax.eval_shape(lambda k, n=net, c=cell: init_cell_net(k, n, c),
                                 jax.random.key(0))
         expected = reference_param_count(cell, num_classes=7, **TINY)
@@ -308,7 +308,7 @@ DEFAULT_CELL = "1|02|332"  # one conv edge per cell, plus pool, skip and zero ed
 
 @pytest.fixture(scope="module")
 def default_vars():
-    net = cell_net(DEFAULT_CELL)
+    net = make_cell_net(DEFAULT_CELL)
     return net, _jit_init(net, cell_digits(DEFAULT_CELL))(jax.random.key(0))
 
 
@@ -379,7 +379,7 @@ def test_fast_init_matches_module_initialisers():
     x = jnp.zeros((1, 4, 4, 32))
     slow = jax.jit(lambda k: cell.init(k, x, ALL_CONV, False))(jax.random.key(0))
     assert _check_torch_init(slow) == 6
-    net = cell_net(ALL_CONV, **TINY)
+    net = make_cell_net(ALL_CONV, **TINY)
     slow_shapes = jax.eval_shape(lambda k: init_cell_net(k, net, ALL_CONV, fast=False),
                                  jax.random.key(0))
     fast_shapes = jax.eval_shape(lambda k: init_cell_net(k, net, ALL_CONV), jax.random.key(0))
@@ -406,13 +406,13 @@ def _subset(variables, flags: tuple[bool, ...]):
 @pytest.fixture(scope="module")
 def tiny_all_conv():
     """Jitted init of the tiny all-conv network; other patterns take subsets of it."""
-    net = cell_net(ALL_CONV, **TINY)
+    net = make_cell_net(ALL_CONV, **TINY)
     return net, _jit_init(net, ALL_CONV)(jax.random.key(1))
 
 
 @pytest.fixture(scope="module")
 def tiny_vars(tiny_all_conv):
-    net = cell_net(PATTERN_CELLS[0], **TINY)
+    net = make_cell_net(PATTERN_CELLS[0], **TINY)
     v = _subset(tiny_all_conv[1], net.conv_edges)
     shapes = jax.eval_shape(lambda k: init_cell_net(k, net, PATTERN_CELLS[0]), jax.random.key(0))
     assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(shapes)
@@ -455,7 +455,7 @@ def golden(tiny_all_conv):
                 v, x, o, train=True, mask=m, mutable=["batch_stats"]))(
                 v, x, ops, GOLDEN_MASK)
         else:  # the exact-pattern network, ops concrete
-            net = cell_net(code, **TINY)
+            net = make_cell_net(code, **TINY)
             v, ops = _subset(v_all, net.conv_edges), cell_digits(code)
             ev = jax.jit(lambda v, x: net.apply(v, x, ops, False))(v, x)
             tr, upd = jax.jit(lambda v, x, m: net.apply(
@@ -528,7 +528,7 @@ def test_init_deterministic_and_ops_independent(tiny_all_conv):
 def test_pattern_init_is_the_all_conv_init_pruned(tiny_all_conv):
     net_all, v_all = tiny_all_conv
     for code in (*PATTERN_CELLS, "3|33|333", "0|33|330"):
-        net = cell_net(code, **TINY)
+        net = make_cell_net(code, **TINY)
         _assert_trees_close(_jit_init(net, cell_digits(code))(jax.random.key(1)),
                             _subset(v_all, net.conv_edges), 0.0)
     masked = net_all.clone(masked=True)
@@ -546,7 +546,7 @@ def test_masked_supernet_equals_exact_pattern_network(tiny_all_conv):
     batched = jax.jit(jax.vmap(lambda o: masked.apply(
         v_all, x, o, train=True, mask=ones, mutable=["batch_stats"])))(ops)
     for i, code in enumerate(codes):
-        net = cell_net(code, **TINY)
+        net = make_cell_net(code, **TINY)
         v = _subset(v_all, net.conv_edges)
         logits, upd = _train_fn(net)(v, x, ops[i], ones)
         np.testing.assert_allclose(batched[0][i], logits, rtol=1e-5, atol=1e-5)
@@ -694,7 +694,7 @@ def test_mask_is_forwarded_to_batchnorm(tiny_vars):
 
 def test_bad_inputs_raise_with_valid_choices():
     with pytest.raises(ValueError, match=VALID_MSG):
-        cell_net("0|04|000")
+        make_cell_net("0|04|000")
     with pytest.raises(ValueError, match=VALID_MSG):
         cell_digits((0, 1, 2))
     with pytest.raises(ValueError, match=VALID_MSG):
@@ -706,7 +706,7 @@ def test_bad_inputs_raise_with_valid_choices():
     with pytest.raises(ValueError, match=VALID_MSG):
         check_ops((0, 1, 2, 3, 0, 0), conv_edges_of("0|00|000"))
     check_ops(np.array([0, 1, 2, 3, 0, 0]), conv_edges_of("0|12|300"))
-    net = cell_net("0|12|300", **TINY)
+    net = make_cell_net("0|12|300", **TINY)
     x = jnp.zeros((1, 32, 32, 3))
     for bad in ((0, 1, 2, 3, 0, 4), (0, 1, 2, 0, 0, 0), (0, 1, 2, 3, 0)):
         with pytest.raises(ValueError, match=VALID_MSG):

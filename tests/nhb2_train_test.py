@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from absl import flags
@@ -58,7 +59,7 @@ def test_json_contents(result):
     assert meta["dataset"] == "subset" and meta["dataset_sizes"] == dict(train=64, valid=64,
                                                                           test=64)
     assert meta["epochs"] == 2 and meta["mode"] == "sequential" and meta["n_runs"] == 2
-    assert meta["jax_version"] and meta["device"]["platform"] == "cpu"
+    assert meta["jax_version"] and meta["device"]["platform"] == jax.default_backend()
     assert meta["wall_time_s"] > 0
     runs = on_disk["runs"]
     assert [r["cell"] for r in runs] == list(CELLS)

@@ -3,7 +3,7 @@
 `Benchmark` holds a table's per-query values on device, packed so one query reads one
 contiguous record: for every (row, lr, bs, seed, epoch) the valid/test accuracy and loss at
 that epoch and the simulated cost of a query stopping there, in 'valid' and in 'test' mode.
-Costs follow `nashpobench2api` (DESIGN §3 "Official query cost"; see `nhb.bench.official`):
+Costs follow `nashpobench2api` (docs/protocol.md §5; see `nhb.bench.official`):
 
 - a full query (epoch 12) costs `total_trainval_time` in 'valid' mode and
   `total_trainval_time + total_test_time` in 'test' mode (the table's official totals in

@@ -1,4 +1,6 @@
-"""The official NAS-HPO-Bench-II data files (DESIGN §3): import into and export from a `Table`.
+"""The official NAS-HPO-Bench-II data files: import into and export from a `Table`.
+
+See docs/protocol.md §5.
 
 Schema (as read by the official client `nashpobench2api.NASHPOBench2API(data_dir)`, which
 loads `bench12.pkl`, `cellinfo.pkl` and `avgaccs200.pkl` from `data_dir` — all three must

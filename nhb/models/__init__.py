@@ -1,15 +1,15 @@
-"""nhb.models: Linen modules (the NAS-HPO-Bench-II cell network and its layers)."""
+"""nhb.models: Linen modules (the NAS-HPO-Bench-II cell network and its layers, the GIN).
+
+The cell encoding (op ids, edge order, code parsing) lives in `nhb.space.cells`.
+"""
 
 from nhb.models.cell_net import (
-    EDGE_TO_FROM,
-    OP_NAMES,
     Cell,
     CellNet,
-    cell_digits,
-    cell_net,
     check_ops,
     conv_edges_of,
     init_cell_net,
+    make_cell_net,
     param_count,
     reference_param_count,
 )
@@ -26,8 +26,6 @@ from nhb.models.layers import (
 )
 
 __all__ = [
-    "EDGE_TO_FROM",
-    "OP_NAMES",
     "Cell",
     "CellNet",
     "ReLUConvBN",
@@ -36,12 +34,11 @@ __all__ = [
     "TorchConv",
     "TorchDense",
     "avg_pool3x3",
-    "cell_digits",
-    "cell_net",
     "check_ops",
     "conv_edges_of",
     "fast_torch_init",
     "init_cell_net",
+    "make_cell_net",
     "param_count",
     "reference_param_count",
     "torch_bias_init",

@@ -40,48 +40,19 @@ from nhb.models.layers import (
     avg_pool3x3,
     fast_torch_init,
 )
+from nhb.space.cells import (
+    CONV,
+    EDGE_TO_FROM,
+    NUM_EDGES,
+    POOL,
+    SKIP,
+    VALID_OPS_MSG,
+    ZERO,
+    cell_digits,
+)
 
 Array = jax.Array
 
-NUM_EDGES = 6
-EDGE_TO_FROM: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
-OP_CONV, OP_POOL, OP_SKIP, OP_ZERO = 0, 1, 2, 3
-OP_NAMES: tuple[str, ...] = ("conv3x3", "avgpool3x3", "skip", "zero")
-VALID_OPS_MSG = "0 conv3x3, 1 avgpool3x3, 2 skip, 3 zero"
-
-
-def cell_digits(cell: Any) -> tuple[int, ...]:
-    """Parses a cell into its 6 op digits.
-
-    Args:
-        cell: a sequence of 6 ints, or a cell-code string such as `"0|12|333"`.
-
-    Returns:
-        The 6 digits as a tuple of Python ints.
-
-    Raises:
-        ValueError: wrong length or a digit outside 0..3.
-    """
-    if isinstance(cell, str):
-        chars = [ch for ch in cell if ch != "|"]
-        if not all(ch.isdigit() for ch in chars):
-            raise ValueError(f"cell code {cell!r} has non-digit characters; "
-                             f"valid edge ops: {VALID_OPS_MSG}")
-        digits = [int(ch) for ch in chars]
-    else:
-        arr = np.asarray(cell)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"cell must be 6 integer op digits, got {cell!r}; "
-                             f"valid edge ops: {VALID_OPS_MSG}")
-        digits = [int(d) for d in arr]
-    if len(digits) != NUM_EDGES:
-        raise ValueError(f"cell must have {NUM_EDGES} edge ops, got {len(digits)} ({cell!r}); "
-                         f"valid edge ops: {VALID_OPS_MSG}")
-    bad = [d for d in digits if not 0 <= d <= 3]
-    if bad:
-        raise ValueError(f"invalid edge op(s) {bad} in cell {cell!r}; "
-                         f"valid edge ops: {VALID_OPS_MSG}")
-    return tuple(digits)
 
 
 def conv_edges_of(cell: Any) -> tuple[bool, ...]:
@@ -93,7 +64,7 @@ def conv_edges_of(cell: Any) -> tuple[bool, ...]:
     Returns:
         6 bools, True where the edge is conv3x3 (op 0).
     """
-    return tuple(d == OP_CONV for d in cell_digits(cell))
+    return tuple(d == CONV for d in cell_digits(cell))
 
 
 def _check_conv_edges(conv_edges: Sequence[Any]) -> tuple[bool, ...]:
@@ -121,7 +92,7 @@ def check_ops(ops: Any, conv_edges: Sequence[bool], masked: bool = False) -> tup
     digits = cell_digits(ops)
     flags = _check_conv_edges(conv_edges)
     for i, (d, c) in enumerate(zip(digits, flags, strict=True)):
-        if (d == OP_CONV and not c) or (d != OP_CONV and c and not masked):
+        if (d == CONV and not c) or (d != CONV and c and not masked):
             rule = "ops[i] == 0 needs conv_edges[i]" if masked else \
                 "ops[i] must be 0 iff conv_edges[i]"
             raise ValueError(
@@ -186,21 +157,21 @@ class Cell(nn.Module):
                 conv = ReLUConvBN(self.features, conv_impl=self.conv_impl, name=f"edge{e}")
                 if concrete is not None:
                     d = digits[e]
-                    if flags[e] and d != OP_CONV and self.is_initializing():
+                    if flags[e] and d != CONV and self.is_initializing():
                         conv(h, train, mask)  # masked: create the unused edge's parameters
-                    if d == OP_ZERO:
+                    if d == ZERO:
                         continue
-                    y = (conv(h, train, mask) if d == OP_CONV
-                         else avg_pool3x3(h) if d == OP_POOL else h)
+                    y = (conv(h, train, mask) if d == CONV
+                         else avg_pool3x3(h) if d == POOL else h)
                 elif flags[e] and not self.masked:
                     y = conv(h, train, mask)
                 else:
                     op = ops[e]
                     zero = jnp.zeros_like(h)
-                    y = (jnp.where(op == OP_POOL, avg_pool3x3(h), zero)
-                         + jnp.where(op == OP_SKIP, h, zero))
+                    y = (jnp.where(op == POOL, avg_pool3x3(h), zero)
+                         + jnp.where(op == SKIP, h, zero))
                     if flags[e]:
-                        y = y + jnp.where(op == OP_CONV, conv(h, train, mask), zero)
+                        y = y + jnp.where(op == CONV, conv(h, train, mask), zero)
                 total = y if total is None else total + y
             nodes.append(jnp.zeros_like(x) if total is None else total)
         return nodes[3]
@@ -266,7 +237,7 @@ class CellNet(nn.Module):
         return TorchDense(self.num_classes, name="classifier")(h)
 
 
-def cell_net(cell: Any, **kwargs: Any) -> CellNet:
+def make_cell_net(cell: Any, **kwargs: Any) -> CellNet:
     """Builds the `CellNet` whose conv pattern matches `cell`.
 
     Args:

@@ -1,6 +1,6 @@
 """nhb.search: search strategies as pure init/ask/tell pytrees and a simulated-time runner.
 
-`make(name)` builds a strategy with the paper's reference settings (DESIGN §3):
+`make(name)` builds a strategy with the paper's reference settings (docs/protocol.md §6):
 
 | name      | strategy                                                                    |
 |-----------|-----------------------------------------------------------------------------|

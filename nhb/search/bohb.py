@@ -24,7 +24,7 @@ The config generator follows hpbandster's `config_generators/bohb.py` with stats
   once; if no candidate is taken, or with probability `random_fraction`, or without a model,
   a uniform config.
 
-Reference settings (DESIGN §3, `bench_algos/bohb.py`): eta 3, budgets 1.33/4/12 epochs
+Reference settings (docs/protocol.md §6, `bench_algos/bohb.py`): eta 3, budgets 1.33/4/12 epochs
 (queried at 1/4/12), num_samples 4 (hpbandster's default is 64), random_fraction 0,
 bandwidth_factor 3, min_bandwidth 0.3, top_n_percent 15, 40 iterations (the reference stops
 after `n_iters=40` brackets whatever the time spent: `n_iterations=40`; None stops at the

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ NUM_OPS = 4
 NUM_CELLS = NUM_OPS**NUM_EDGES
 OP_NAMES = ("conv3x3", "avgpool3x3", "skip", "zero")
 CONV, POOL, SKIP, ZERO = 0, 1, 2, 3
+VALID_OPS_MSG = ", ".join(f"{i} {name}" for i, name in enumerate(OP_NAMES))
 # (to, from) node pair of each digit of the code "A|BC|DEF".
 EDGE_TO_FROM = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 # Vertex labels of the compressed graph (node feature one-hot order).
@@ -218,6 +220,40 @@ class CellTables:
     group: np.ndarray
     node_labels: np.ndarray
     adjacency: np.ndarray
+
+
+def cell_digits(cell: Any) -> tuple[int, ...]:
+    """Parses a cell into its 6 op digits.
+
+    Args:
+        cell: a sequence of 6 ints, or a cell-code string such as `"0|12|333"`.
+
+    Returns:
+        The 6 digits as a tuple of Python ints.
+
+    Raises:
+        ValueError: wrong length or a digit outside 0..3.
+    """
+    if isinstance(cell, str):
+        chars = [ch for ch in cell if ch != "|"]
+        if not all(ch.isdigit() for ch in chars):
+            raise ValueError(f"cell code {cell!r} has non-digit characters; "
+                             f"valid edge ops: {VALID_OPS_MSG}")
+        digits = [int(ch) for ch in chars]
+    else:
+        arr = np.asarray(cell)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"cell must be 6 integer op digits, got {cell!r}; "
+                             f"valid edge ops: {VALID_OPS_MSG}")
+        digits = [int(d) for d in arr]
+    if len(digits) != NUM_EDGES:
+        raise ValueError(f"cell must have {NUM_EDGES} edge ops, got {len(digits)} ({cell!r}); "
+                         f"valid edge ops: {VALID_OPS_MSG}")
+    bad = [d for d in digits if not 0 <= d <= 3]
+    if bad:
+        raise ValueError(f"invalid edge op(s) {bad} in cell {cell!r}; "
+                         f"valid edge ops: {VALID_OPS_MSG}")
+    return tuple(digits)
 
 
 def code_of(cell: tuple[int, ...]) -> str:

@@ -177,9 +177,9 @@ class EpochMetrics:
     nonfinite: jax.Array
 
 
-def lr_at_epoch(lr: jax.Array, epoch: jax.Array, t_max: int) -> jax.Array:
+def lr_at_epoch(lr: jax.Array, epoch_index: jax.Array, t_max: int) -> jax.Array:
     """PyTorch `CosineAnnealingLR` (eta_min 0) value for a 0-based epoch index."""
-    return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / t_max))
+    return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch_index / t_max))
 
 
 def make_optimizer(hparams: HParams) -> optax.GradientTransformation:
@@ -219,14 +219,14 @@ class Trainer:
         model: the classifier.
         steps: SGD steps per epoch.
         init: `(key, hparams, inputs) -> TrainState`.
-        epoch_setup: `(state, epoch, hparams) -> (carry, (k_aug, idx, mask))`.
+        epoch_setup: `(state, epoch_index, hparams) -> (carry, (k_aug, idx, mask))`.
         sgd_step: `(carry, i, row, m, k_aug, hparams, inputs, data) -> (carry, (loss,
             correct))`: one SGD step on batch `row` (loss = the batch's mean loss).
         epoch_finish: `(state, carry, losses [steps], corrects [steps]) -> (state,
             StepStats)`.
-        train_epoch: setup, a `lax.scan` of `sgd_step`, finish: `(state, epoch, hparams,
+        train_epoch: setup, a `lax.scan` of `sgd_step`, finish: `(state, epoch_index, hparams,
             inputs, data) -> (state, StepStats)`.
-        eval_phases: phase name -> `(state, epoch, inputs, data) -> (acc %, loss)`, the
+        eval_phases: phase name -> `(state, epoch_index, inputs, data) -> (acc %, loss)`, the
             evaluation passes in order ("train" only with `protocol.train_eval`).
         epoch_metrics: `(StepStats, {phase: (acc, loss)}) -> EpochMetrics`.
         train: `(key, hparams, inputs, data) -> (final TrainState, EpochMetrics stacked
@@ -277,14 +277,14 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
         loss, correct = batch_loss(logits, y, m)
         return loss, (new_stats, correct)
 
-    def epoch_setup(state, epoch, hparams):
+    def epoch_setup(state, epoch_index, hparams):
         hyper = {**state.opt_state.hyperparams,
-                 "learning_rate": lr_at_epoch(hparams.learning_rate, epoch, t_max)}
+                 "learning_rate": lr_at_epoch(hparams.learning_rate, epoch_index, t_max)}
         opt_state = state.opt_state._replace(hyperparams=hyper)
-        k_perm, k_aug = jax.random.split(jax.random.fold_in(state.key, epoch))
+        k_perm, k_aug = jax.random.split(jax.random.fold_in(state.key, epoch_index))
         idx, mask = epoch_batches(k_perm, p.n_train, p.batch_size)
         carry = (state.params, state.batch_stats, opt_state, state.hook,
-                 jnp.asarray(epoch, jnp.int32) * steps)
+                 jnp.asarray(epoch_index, jnp.int32) * steps)
         return carry, (k_aug, idx, mask)
 
     def sgd_step(carry, i, row, m, k_aug, hparams, inputs, data):
@@ -306,8 +306,8 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
                           nonfinite=~jnp.all(jnp.isfinite(losses)))
         return new, stats
 
-    def train_epoch(state, epoch, hparams, inputs, data):
-        carry, (k_aug, idx, mask) = epoch_setup(state, epoch, hparams)
+    def train_epoch(state, epoch_index, hparams, inputs, data):
+        carry, (k_aug, idx, mask) = epoch_setup(state, epoch_index, hparams)
 
         def step(carry, inp):
             i, row, m = inp
@@ -335,18 +335,18 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
         _, (losses, corrects) = jax.lax.scan(step, None, (jnp.arange(idx.shape[0]), idx, mask))
         return 100.0 * jnp.sum(corrects) / n, jnp.mean(losses)
 
-    def phase_key(state, epoch, salt):
-        return jax.random.fold_in(jax.random.fold_in(state.key, epoch), salt)
+    def phase_key(state, epoch_index, salt):
+        return jax.random.fold_in(jax.random.fold_in(state.key, epoch_index), salt)
 
-    def train_pass(state, epoch, inputs, data):
+    def train_pass(state, epoch_index, inputs, data):
         return evaluate(state, inputs, *data.split("train"),
-                        phase_key(state, epoch, _TRAIN_EVAL_SALT), True, True)
+                        phase_key(state, epoch_index, _TRAIN_EVAL_SALT), True, True)
 
-    def valid_pass(state, epoch, inputs, data):
+    def valid_pass(state, epoch_index, inputs, data):
         return evaluate(state, inputs, *data.split("valid"),
-                        phase_key(state, epoch, _VALID_SALT), p.augment_valid, False)
+                        phase_key(state, epoch_index, _VALID_SALT), p.augment_valid, False)
 
-    def test_pass(state, epoch, inputs, data):
+    def test_pass(state, epoch_index, inputs, data):
         return evaluate(state, inputs, *data.split("test"), state.key, False, False)
 
     phases = {"train": train_pass} if p.train_eval else {}
@@ -359,9 +359,9 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
                             test_acc=results["test"][0], test_loss=results["test"][1],
                             nonfinite=stats.nonfinite)
 
-    def epoch_all(state, epoch, hparams, inputs, data):
-        state, stats = train_epoch(state, epoch, hparams, inputs, data)
-        results = {name: fn(state, epoch, inputs, data) for name, fn in phases.items()}
+    def epoch_all(state, epoch_index, hparams, inputs, data):
+        state, stats = train_epoch(state, epoch_index, hparams, inputs, data)
+        results = {name: fn(state, epoch_index, inputs, data) for name, fn in phases.items()}
         return state, epoch_metrics(stats, results)
 
     def train(key, hparams, inputs, data):

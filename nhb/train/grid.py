@@ -362,11 +362,11 @@ def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
         state = prog.init(keys, hp, ops)
         share = 1.0 / len(members)
         for e in range(epochs):
-            epoch = jnp.int32(e)
-            (state, stats), t_train = _timed(prog.epoch, state, epoch, hp, ops, data)
+            epoch_index = jnp.int32(e)
+            (state, stats), t_train = _timed(prog.epoch, state, epoch_index, hp, ops, data)
             results, seconds = {}, {}
             for name, fn in prog.phases.items():
-                results[name], seconds[name] = _timed(fn, state, epoch, ops, data)
+                results[name], seconds[name] = _timed(fn, state, epoch_index, ops, data)
             metrics = prog.epoch_metrics(stats, results)
             for n in EPOCH_METRICS:
                 out[n][members, e] = np.asarray(getattr(metrics, n))

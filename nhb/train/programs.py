@@ -34,8 +34,8 @@ class Program:
     Attributes:
         trainer: the trainer the phases come from.
         init: `(keys, hparams, ops) -> TrainState` (vmapped).
-        epoch: `(state, epoch, hparams, ops, data) -> (state, StepStats)`.
-        phases: name -> `(state, epoch, ops, data) -> (acc, loss)`, in order.
+        epoch: `(state, epoch_index, hparams, ops, data) -> (state, StepStats)`.
+        phases: name -> `(state, epoch_index, ops, data) -> (acc, loss)`, in order.
         epoch_metrics: `trainer.epoch_metrics`.
     """
 
@@ -64,14 +64,14 @@ def compile_program(static: TrainStatic, sgd_loop: str, keys: jax.Array, hp: HPa
     t = make_cell_train(static)
     init = jax.jit(jax.vmap(t.init))
     state = init(keys, hp, ops)
-    epoch = jnp.int32(0)
+    epoch_index = jnp.int32(0)
     if sgd_loop == "scan":
         run_epoch = jax.jit(jax.vmap(t.train_epoch, in_axes=(0, None, 0, 0, None))).lower(
-            state, epoch, hp, ops, data).compile()
+            state, epoch_index, hp, ops, data).compile()
     else:
         run_epoch = host_loop_epoch(t, state, hp, ops, data)
     phases = {name: jax.jit(jax.vmap(fn, in_axes=(0, None, 0, None))).lower(
-        state, epoch, ops, data).compile() for name, fn in t.eval_phases.items()}
+        state, epoch_index, ops, data).compile() for name, fn in t.eval_phases.items()}
     return Program(trainer=t, init=init, epoch=run_epoch, phases=phases,
                    epoch_metrics=t.epoch_metrics)
 
@@ -85,8 +85,8 @@ def host_loop_epoch(t: Trainer, state, hp: HParams, ops: jax.Array, data: TrainD
     sums = jnp.zeros((ops.shape[0], t.steps), jnp.float32)
     finish = jax.jit(jax.vmap(t.epoch_finish)).lower(state, carry, sums, sums).compile()
 
-    def run_epoch(state, epoch, hp, ops, data):
-        carry, (k_aug, idx, mask) = setup(state, epoch, hp)
+    def run_epoch(state, epoch_index, hp, ops, data):
+        carry, (k_aug, idx, mask) = setup(state, epoch_index, hp)
         losses, corrects = [], []
         for i in range(t.steps):
             carry, (loss, correct) = step(carry, jnp.int32(i), idx[:, i], mask[:, i], k_aug,
