@@ -26,7 +26,8 @@ from ml_collections import ConfigDict, config_flags
 from nhb.bench import build as nhb_build
 from nhb.bench import export_official
 from nhb.bench.cli import load_table_arg
-from nhb.search.pipeline import apply_overrides, build_and_study
+from nhb.bench.presets import apply_overrides
+from nhb.search.pipeline import build_and_study
 
 _CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "nhb2_build.py"
 _OVERRIDES = (  # (name, help): top-level flags overriding the config field of the same name

@@ -15,18 +15,6 @@ TINY = dataclasses.replace(
     lrs=(0.05, 0.1), batch_sizes=(16,), max_per_split=16, cpu_max_group=2)
 
 
-def test_apply_overrides():
-    p = pipeline.apply_overrides(build.PRESETS["smoke"], dict(
-        epochs=5, lrs="0.1, 0.4", cells="", train_eval=False, max_per_split=0, mode=None))
-    assert (p.epochs, p.lrs, p.train_eval) == (5, (0.1, 0.4), False)
-    assert p.cells == build.PRESETS["smoke"].cells and p.max_per_split == 128
-    assert pipeline.apply_overrides(p, {}) is p
-    with pytest.raises(ValueError, match=r"unknown preset field 'epoch'; valid choices: \["):
-        pipeline.apply_overrides(p, dict(epoch=3))
-    with pytest.raises(ValueError, match="learning rate"):
-        pipeline.apply_overrides(p, dict(lrs="0.3"))
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")

@@ -73,7 +73,7 @@ class GroupSettings:
     data_dir: str | None
     max_per_split: int | None
     compile_cache_dir: str | None = None
-    sharing: str = "pattern"
+    sharing: str = "auto"
     conv_impl: str = "auto"
     train_eval: bool = True
 

@@ -16,12 +16,10 @@ build is finished) and rewrites the search and analysis outputs with the same nu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from nhb.bench import analysis
 from nhb.bench import build as _build
@@ -31,33 +29,6 @@ from nhb.search import PAPER_METHODS
 from nhb.search.study import run_study
 
 STUDY_FILE = "study.json"
-
-
-def apply_overrides(preset: _build.Preset, overrides: Mapping[str, Any]) -> _build.Preset:
-    """The preset with some fields replaced (list fields accept comma-separated strings).
-
-    Args:
-        preset: the base preset.
-        overrides: field -> value; values that are "", None or 0 keep the preset's.
-
-    Returns:
-        The changed preset (validated), or `preset` itself when nothing changes.
-
-    Raises:
-        ValueError: an unknown field (the message names the valid ones) or a bad value.
-    """
-    fields = {f.name: f for f in dataclasses.fields(_build.Preset)}
-    casts = {"cells": str, "lrs": float, "batch_sizes": int, "seeds": int}
-    changes = {}
-    for name, value in overrides.items():
-        if name not in fields:
-            raise ValueError(f"unknown preset field {name!r}; valid choices: {sorted(fields)}")
-        if value in ("", None, 0) and not isinstance(value, bool):
-            continue
-        if name in casts and isinstance(value, str):
-            value = tuple(casts[name](v.strip()) for v in value.split(",") if v.strip())
-        changes[name] = value
-    return dataclasses.replace(preset, **changes) if changes else preset
 
 
 def format_summary(table: Table, path: str | os.PathLike) -> str:

@@ -30,16 +30,24 @@ Execution modes, identical up to float reassociation:
   images/s of the one-at-a-time loop at batch 16, 1.13x at batch 128, and a group of 8-24
   only 0.65-0.71x at batch 512, where a single network already fills the GPU.
 
-SGD loop: on GPUs an epoch's steps are one `lax.scan` inside the compiled epoch; on CPUs the
-runner loops over a jitted step on the host instead, because XLA:CPU runs the weight-gradient
-convolutions far slower inside any loop that carries the weights (`benchmarks/
-cpu_step_loop.py` on the 2-core CPU, tiny network, batch 64: 434 vs 68 ms per step, 6.4x).
-Both give the same numbers up to float reassociation (`tests/grid_test.py`).
+SGD loop (`sgd_loop`, `SGD_LOOPS`): `"scan"` runs an epoch's steps as the trainer's
+`train_epoch` (one `lax.scan` inside the compiled epoch); `"host"` loops over the trainer's
+jitted `sgd_step` on the host; `"auto"` is "host" on CPUs, because XLA:CPU runs the
+weight-gradient convolutions far slower inside any loop that carries the weights
+(`benchmarks/cpu_step_loop.py`), and "scan" elsewhere. Every (mode, SGD loop) pair gives the
+numbers of `Trainer.train`, the whole run as one scan, up to float reassociation
+(`tests/grid_test.py` runs all four on the CPU).
+
+One protocol: every epoch is the trainer's SGD loop, then its `eval_phases` (the authors'
+train pass unless `train_eval=False`, validation, test), assembled by `epoch_metrics`
+(`nhb.train.engine`). Compiled programs come from a bounded `ProgramCache`
+(`nhb.train.programs`; the default one unless `cache=` is given).
 
 Time attribution: each phase (the SGD loop of an epoch, the validation pass, the test pass)
-is a separate call timed on the host after `block_until_ready`. In `"sequential"` mode that is
-each config's own time, as in the reference. In `"vmap"` mode the group's phase time is
-divided equally among its members: the amortised cost of that config on this device.
+is a separate call timed on the host after `block_until_ready`; the authors' train pass is
+untimed, as theirs. In `"sequential"` mode that is each config's own time, as in the
+reference. In `"vmap"` mode the group's phase time is divided equally among its members:
+the amortised cost of that config on this device.
 """
 
 from __future__ import annotations
@@ -282,7 +290,7 @@ def resolve_sgd_loop(sgd_loop: str) -> str:
 
 def group_static(group: Sequence[Job], data: TrainData, *,
                  scale: Scale, epochs: int, mode: str, eval_batch_size: int | None = None,
-                 sharing: str = "pattern", conv_impl: str = "auto",
+                 sharing: str = "auto", conv_impl: str = "auto",
                  train_eval: bool = True) -> TrainStatic:
     """The static settings of the one program that trains `group` (validated).
 
