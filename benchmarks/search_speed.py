@@ -1,24 +1,30 @@
 r"""Search throughput: the paper's six methods x 500 runs x 20,000 s, nhb vs the reference loop.
 
-nhb side: each method's runs as one vmapped jitted program (`nhb.search.run_many`), timed as
-compile + first run ("cold", what `experiments/nhb2_search.py` pays) and a second run with
-another key ("warm"). Reference side: the authors' `bench_algos` scripts' loops, transcribed
-literally, driving the official `nashpobench2api` client one query at a time in Python on
-the same data (a full 1011-class synthetic table exported with `export_official`):
+nhb side: each method's runs as one jitted program (`nhb.search.run_many`), timed in a fresh
+Python process per measurement (no in-process cache helps; the table is built and on device
+before the clock starts, as the reference's client is loaded before its loop): "cold" = lowering
++ compiling + the first run, what `experiments/nhb2_search.py` pays per method, with an empty
+persistent compilation cache ("cold"), then in another fresh process with the cache the first
+one filled ("warm cache": lowering + loading + first run); "warm run" = a second run with
+another key in the first process. Reference side: the authors' `bench_algos` scripts' loops,
+transcribed literally, driving the official `nashpobench2api` client one query at a time in
+Python on the same data (a full 1011-class synthetic table exported with `export_official`):
 random_search.py, rea.py, rs_then_rea.py as written; reinforce.py with its PyTorch policy
 replaced by the same computation in NumPy (torch is not a dependency); bohb.py and
 bohb_then_rea.py (hpbandster with a Pyro name server per run, as written) run in the Python
 given by `--hpbandster_python` (an environment with hpbandster, ConfigSpace<0.7, numpy<2 and
-nashpobench2api; hpbandster 0.7.4 fails with ConfigSpace 1.x / numpy 2), else they are
-reported as not measured. Per-run result pickling is left out. The reference loops run
-`--ref_runs` runs per method (`--bohb_ref_runs` for the hpbandster ones, which take seconds
-per run) and are extrapolated linearly to `--runs`; the reference's mean final 12-epoch test
-accuracy, queries and simulated time per run are reported beside ours as a sanity check.
+nashpobench2api; hpbandster 0.7.4 fails with ConfigSpace 1.x / numpy 2), else they are reported
+as not measured. Per-run result pickling is left out. The reference loops run `--ref_runs` runs
+per method (`--bohb_ref_runs` for the hpbandster ones, which take seconds per run) and are
+extrapolated linearly to `--runs`; the reference's mean final 12-epoch test accuracy, queries
+and simulated time per run are reported beside ours as a sanity check.
 
     python benchmarks/search_speed.py [--runs=500] [--ref_runs=500] \
         [--hpbandster_python=/path/to/venv/bin/python --bohb_ref_runs=20]
 
-Writes `benchmarks/results/search_speed.json` and prints the side-by-side ratios.
+Writes `benchmarks/results/search_speed.json` and prints the side-by-side ratios per method
+(reference seconds / ours) and for the six methods together (needs every reference, i.e.
+`--hpbandster_python`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
-import importlib.util
 import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from provenance import write_result
 from query_speed import RESULTS, machine, official_setup
 
-from nhb import search
+from nhb import bench, search
 from nhb.bench.api import Benchmark
 
 # ----------------------------------------------------------------------------- reference
@@ -141,6 +147,7 @@ def ref_reinforce(args, api):
 
 
 REFERENCE = {"rs": ref_rs, "re": ref_re, "reinforce": ref_reinforce, "rs_re": ref_rs_re}
+HPBANDSTER = ("bohb", "bohb_re")  # run by HPBANDSTER_DRIVER in --hpbandster_python
 
 HPBANDSTER_DRIVER = r'''
 import collections, copy, json, logging, random, sys, time
@@ -266,24 +273,81 @@ def run_reference(name: str, api, runs: int, budget: float) -> dict:
 # ----------------------------------------------------------------------------- nhb
 
 
-def run_ours(name: str, b: Benchmark, runs: int, budget: float) -> dict:
-    """Compile, first run and a second (warm) run of one method's vmapped program."""
+def _cache_hits() -> list[int]:
+    """A counter of JAX's persistent-cache hits in this process."""
+    hits = [0]
+
+    def listen(event: str, **_: object) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            hits[0] += 1
+
+    jax.monitoring.register_event_listener(listen)
+    return hits
+
+
+def worker(name: str, runs: int, budget: float, cache: str) -> dict:
+    """One method in this (fresh) process: lower + compile (or load from the persistent cache
+    `cache`, "none" for off), first run ("cold" = all three, what `experiments/nhb2_search.py`
+    pays per method), then a second run with another key ("warm"). The table is built and
+    on device before the clock starts, as the reference's client is loaded before its."""
+    from nhb.search.study import use_compilation_cache
+
+    b = Benchmark(bench.random_table(0))
+    jax.block_until_ready(b.packed)
+    cache_dir = use_compilation_cache(cache)
+    hits = _cache_hits()
     s = search.make(name)
     p = s.default_params()
     q = s.query_bound(b, budget)
     t0 = time.perf_counter()
-    compiled = search.run_many.lower(jax.random.key(0), s, p, b, budget, runs, q).compile()
+    lowered = search.run_many.lower(jax.random.key(0), s, p, b, budget, runs, q)
     t1 = time.perf_counter()
-    tr = jax.block_until_ready(compiled(jax.random.key(0), p, b, budget))
+    compiled = lowered.compile()
     t2 = time.perf_counter()
-    jax.block_until_ready(compiled(jax.random.key(1), p, b, budget))
+    tr = jax.block_until_ready(compiled(jax.random.key(0), p, b, budget))
     t3 = time.perf_counter()
+    jax.block_until_ready(compiled(jax.random.key(1), p, b, budget))
+    t4 = time.perf_counter()
     final = np.asarray(search.score(tr, 0.0).final_test)
-    return dict(compile_s=t1 - t0, run_s=t2 - t1, warm_run_s=t3 - t2, cold_s=t2 - t0,
+    return dict(lower_s=t1 - t0, compile_s=t2 - t1, run_s=t3 - t2, cold_s=t3 - t0,
+                warm_run_s=t4 - t3, cache=cache_dir, cache_hit=hits[0] > 0,
+                compiler_options=search.compiler_options(s),
                 queries=int(np.asarray(tr.n_queries).sum()), max_queries=q,
                 truncated=int(np.asarray(tr.truncated).sum()),
                 mean_final_test=float(np.nanmean(final)), std_final_test=float(np.nanstd(final)),
                 mean_time=float(np.asarray(tr.time)[:, -1].mean()))
+
+
+def spawn_worker(name: str, runs: int, budget: float, cache: str) -> dict:
+    """`worker` in a fresh Python process (no in-process caches); its dict, plus the
+    process's wall time including imports and building the table (`process_s`)."""
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, __file__, f"--worker={name}", f"--runs={runs}",
+                          f"--budget={budget}", f"--worker_cache={cache}"],
+                         capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"worker {name} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["process_s"] = time.perf_counter() - t
+    return out
+
+
+def run_ours(name: str, runs: int, budget: float) -> dict:
+    """Cold with an empty persistent cache, then cold again with the cache the first process
+    filled (each in a fresh process)."""
+    cache = tempfile.mkdtemp(prefix="nhb_search_speed_cache_")
+    try:
+        empty = spawn_worker(name, runs, budget, cache)
+        warm = spawn_worker(name, runs, budget, cache)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    if empty["cache_hit"] or not warm["cache_hit"]:
+        print(f"warning: {name}: cache hits {empty['cache_hit']} (empty cache), "
+              f"{warm['cache_hit']} (warm cache)", flush=True)
+    keep = ("lower_s", "compile_s", "run_s", "cold_s", "process_s", "cache_hit")
+    return dict(empty_cache=empty, warm_cache={k: warm[k] for k in keep},
+                cold_s=empty["cold_s"], cold_warm_cache_s=warm["cold_s"],
+                warm_run_s=empty["warm_run_s"])
 
 
 def main() -> None:
@@ -296,15 +360,19 @@ def main() -> None:
     ap.add_argument("--official_dir", default=None)
     ap.add_argument("--hpbandster_python", default=None)
     ap.add_argument("--bohb_ref_runs", type=int, default=20)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker_cache", default="none", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.runs, args.budget, args.worker_cache)))
+        return
     methods = [m for m in args.methods.split(",") if m]
     data_dir = args.official_dir or "/tmp/nhb_official_random_0"
-    table, api = official_setup(0, data_dir)
+    _, api = official_setup(0, data_dir)
     api.logger.handlers = [logging.StreamHandler(open(os.devnull, "w"))]
-    b = Benchmark(table)
     rows = {}
     for name in methods:
-        ours = run_ours(name, b, args.runs, args.budget)
+        ours = run_ours(name, args.runs, args.budget)
         ref = None
         if name in REFERENCE:
             ref = run_reference(name, api, args.ref_runs, args.budget)
@@ -316,31 +384,61 @@ def main() -> None:
             ref.update(runs=n, extrapolated_s=ref["seconds"] * args.runs / n,
                        mean_final_test=float(np.mean(ref["final_test"])),
                        mean_queries=float(np.mean(ref["queries"])),
-                       mean_time=float(np.mean(ref["time"])))
+                       mean_time=float(np.mean(ref["time"])),
+                       implementation="hpbandster" if name in HPBANDSTER else "python")
             for k in ("final_test", "queries", "time"):
                 del ref[k]
+            ours["ratio_cold"] = ref["extrapolated_s"] / ours["cold_s"]
+            ours["ratio_cold_warm_cache"] = ref["extrapolated_s"] / ours["cold_warm_cache_s"]
+            ours["ratio_warm_run"] = ref["extrapolated_s"] / ours["warm_run_s"]
         rows[name] = dict(ours=ours, reference=ref)
-        line = (f"{name:10s} nhb: compile {ours['compile_s']:5.2f} s + run {ours['run_s']:5.2f} s"
-                f" (warm {ours['warm_run_s']:5.2f} s); {ours['queries'] / args.runs:5.1f} "
-                f"queries, {ours['mean_time']:7.0f} s, test {ours['mean_final_test']:.2f}")
+        e = ours["empty_cache"]
+        line = (f"{name:9s} nhb cold {ours['cold_s']:5.2f} s (lower {e['lower_s']:4.2f} + "
+                f"compile {e['compile_s']:4.2f} + run {e['run_s']:4.2f}), warm cache "
+                f"{ours['cold_warm_cache_s']:5.2f} s, warm run {ours['warm_run_s']:5.2f} s; "
+                f"{e['queries'] / args.runs:5.1f} q, test {e['mean_final_test']:.2f}")
         if ref:
-            line += (f" | reference ({ref['runs']} runs -> {args.runs}): "
-                     f"{ref['extrapolated_s']:7.1f} s; {ref['mean_queries']:5.1f} queries, "
-                     f"{ref['mean_time']:7.0f} s, test {ref['mean_final_test']:.2f} | ratio "
-                     f"cold {ref['extrapolated_s'] / ours['cold_s']:6.1f}x, warm "
-                     f"{ref['extrapolated_s'] / ours['warm_run_s']:7.1f}x")
+            line += (f" | ref ({ref['runs']} runs -> {args.runs}) {ref['extrapolated_s']:7.1f} s;"
+                     f" {ref['mean_queries']:5.1f} q, test {ref['mean_final_test']:.2f} | "
+                     f"ratio cold {ours['ratio_cold']:6.1f}x, warm cache "
+                     f"{ours['ratio_cold_warm_cache']:6.1f}x, warm run "
+                     f"{ours['ratio_warm_run']:7.1f}x")
         else:
             line += " | reference: needs --hpbandster_python, not measured"
         print(line, flush=True)
-    total = {k: sum(r["ours"][k] for r in rows.values()) for k in ("cold_s", "warm_run_s",
-                                                                   "compile_s")}
-    res = dict(name="search_speed", runs=args.runs, budget=args.budget, methods=rows,
-               total=total, hpbandster=importlib.util.find_spec("hpbandster") is not None,
-               machine=machine())
+    total = {k: sum(r["ours"][k] for r in rows.values())
+             for k in ("cold_s", "cold_warm_cache_s", "warm_run_s")}
+    total["compile_s"] = sum(r["ours"]["empty_cache"]["lower_s"]
+                             + r["ours"]["empty_cache"]["compile_s"] for r in rows.values())
+    measured = [r for r in rows.values() if r["reference"]]
+    if len(measured) == len(rows):
+        ref_s = sum(r["reference"]["extrapolated_s"] for r in rows.values())
+        total.update(reference_s=ref_s, ratio_cold=ref_s / total["cold_s"],
+                     ratio_cold_warm_cache=ref_s / total["cold_warm_cache_s"])
+    res = dict(name="search_speed", runs=args.runs, ref_runs=args.ref_runs,
+               bohb_ref_runs=args.bohb_ref_runs if args.hpbandster_python else None,
+               budget=args.budget, methods=rows, total=total,
+               hpbandster=_hpbandster_version(args.hpbandster_python), machine=machine())
     write_result(RESULTS / "search_speed.json", res)
-    print(f"total nhb: cold (compile + run) {total['cold_s']:.1f} s, of which compile "
-          f"{total['compile_s']:.1f} s; warm runs {total['warm_run_s']:.2f} s   "
-          f"[load average {machine()['loadavg']}]")
+    line = (f"total nhb: cold {total['cold_s']:.1f} s (lower + compile {total['compile_s']:.1f}"
+            f" s), with a warm cache {total['cold_warm_cache_s']:.1f} s; warm runs "
+            f"{total['warm_run_s']:.2f} s")
+    if "reference_s" in total:
+        line += (f" | reference {total['reference_s']:.0f} s | ratio cold "
+                 f"{total['ratio_cold']:.0f}x, warm cache {total['ratio_cold_warm_cache']:.0f}x")
+    else:
+        line += " | total ratio: needs every method's reference (--hpbandster_python)"
+    print(f"{line}   [load average {machine()['loadavg']}]")
+
+
+def _hpbandster_version(python: str | None) -> dict | None:
+    """The hpbandster, ConfigSpace and numpy versions of `python` (None: not given)."""
+    if not python:
+        return None
+    code = ("import json, importlib.metadata as m; print(json.dumps({k: m.version(k) for k in "
+            "('hpbandster', 'ConfigSpace', 'numpy', 'statsmodels', 'nashpobench2api')}))")
+    res = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    return dict(python=python, **json.loads(res.stdout))
 
 
 if __name__ == "__main__":

@@ -149,3 +149,33 @@ def test_clock_is_compensated():
     want = 5000 * np.float64(np.float32(4.123456789))
     assert abs(float(hi) + float(lo) - want) < 1e-6 * want * 1e-3
     assert bool(base.clock_before(hi, lo, jnp.float32(want + 0.01)))
+
+
+def test_put_and_pick_are_the_scatter_and_gather_they_replace():
+    a = jnp.arange(24, dtype=jnp.int32).reshape(4, 6)
+    v = jnp.full(6, -7, jnp.int32)
+    for i in (0, 3, 4):  # 4: out of range, nothing written (as the scatter)
+        np.testing.assert_array_equal(base.put(a, i, v), a.at[i].set(v, mode="drop"))
+        np.testing.assert_array_equal(base.put(a, i, v, False), a)
+    idx = jnp.array([0, 2, 5])
+    many = jax.vmap(base.put, (None, 0, None))(a, idx, v)  # per-run indices: no scatter
+    for k, i in enumerate(idx):
+        np.testing.assert_array_equal(many[k], a.at[i].set(v))
+    x = jax.random.normal(jax.random.key(0), (6, 4))
+    i = jnp.array([0, 3, 1, 2, 2, 0])
+    np.testing.assert_array_equal(base.pick(x, i), jnp.take_along_axis(x, i[:, None], -1)[:, 0])
+    g1 = jax.grad(lambda y: base.pick(y, i).sum())(x)
+    g2 = jax.grad(lambda y: jnp.take_along_axis(y, i[:, None], -1).sum())(x)
+    np.testing.assert_array_equal(g1, g2)
+
+
+def test_compiler_options_follow_the_strategy_and_backend():
+    assert search.compiler_options(search.make("rs"), "gpu") == {}
+    fast = search.compiler_options(search.make("rs"), "cpu")
+    if not fast:
+        pytest.skip("this jaxlib lacks the XLA:CPU options")
+    assert fast == base.CPU_FAST_COMPILE_OPTIONS
+    for name in ("re", "reinforce", "rs_re", "sh", "hyperband"):
+        assert search.compiler_options(search.make(name), "cpu") == fast
+    for name in ("bohb", "bohb_re"):  # the KDE needs optimised code
+        assert search.compiler_options(search.make(name), "cpu") == base.CPU_COMPILE_OPTIONS

@@ -125,3 +125,32 @@ def test_analysis_and_surrogate_clis_on_a_sub_grid_build(build_dir, tmp_path):
              f"--output_dir={tmp_path / 's'}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "has 6 architecture class(es) but needs at least 7" in r.stderr
+
+
+def test_compilation_cache_setting(tmp_path, monkeypatch):
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    old_dir = jax.config.jax_compilation_cache_dir
+    old_min = jax.config.jax_persistent_cache_min_compile_time_secs
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert study.default_cache_dir() == tmp_path / "xdg" / "nhb" / "jax"
+    try:
+        assert study.use_compilation_cache("none") is None
+        assert study.use_compilation_cache("NONE") is None
+        monkeypatch.setenv(study.CACHE_ENV, "none")
+        assert study.use_compilation_cache() is None
+        monkeypatch.setenv(study.CACHE_ENV, str(tmp_path / "env"))
+        assert study.use_compilation_cache() == str(tmp_path / "env")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "env")
+        assert (tmp_path / "env").is_dir()
+        assert jax.config.jax_persistent_cache_min_compile_time_secs <= study.CACHE_MIN_COMPILE_S
+        monkeypatch.delenv(study.CACHE_ENV)
+        assert study.use_compilation_cache() == str(tmp_path / "env")  # a configured dir stays
+        assert study.use_compilation_cache(tmp_path / "given") == str(tmp_path / "given")
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert study.use_compilation_cache() == str(study.default_cache_dir())
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
+        compilation_cache.reset_cache()

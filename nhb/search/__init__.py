@@ -27,7 +27,15 @@ from __future__ import annotations
 
 from nhb.bench.subspace import SearchSpace
 from nhb.search import rng, sampling, synthetic
-from nhb.search.base import Scores, Strategy, Trajectory, run, run_many, score
+from nhb.search.base import (
+    Scores,
+    Strategy,
+    Trajectory,
+    compiler_options,
+    run,
+    run_many,
+    score,
+)
 from nhb.search.bohb import BOHB, BOHBParams
 from nhb.search.evolution import RegularizedEvolution
 from nhb.search.hyperband import Hyperband, SuccessiveHalving, schedule
@@ -88,6 +96,7 @@ __all__ = [
     "Strategy",
     "SuccessiveHalving",
     "Trajectory",
+    "compiler_options",
     "make",
     "rng",
     "run",

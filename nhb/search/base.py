@@ -27,9 +27,19 @@ budget is checked before each query, so the crossing query still counts), every 
 as the official client charges it, and the incumbent is the config of the strictly best
 validation accuracy so far (the client's log: the first query always becomes the incumbent,
 later ones only if strictly greater — so NaN never wins, and a NaN first query stays). A query
-whose cost is not finite (a cell absent from the table) is charged 0 s. One run
-is a `lax.while_loop` (or `lax.scan` over `max_queries` steps, same results); `run_many` is
-`jax.vmap` of it over runs whose keys are `rng.step_key(key, run_index)` (run index = seed).
+whose cost is not finite (a cell absent from the table) is charged 0 s. `run_many` runs many
+searches, with keys `rng.step_key(key, run_index)` (run index = seed), in lockstep as one
+program: a `lax.while_loop` over query steps (or `lax.scan` over all `max_queries`, same
+results) whose body is the vmapped step of every run, a finished run writing padding; `run`
+is the same program for one run.
+
+Compile time (these programs are compiled once per method and run in well under a second on
+the CPU, so compiling dominates): the loop carries the runs' states and writes each step's
+records at the step index (no per-run scatter), the strategies update their buffers with
+selects (`put`, `pick`) instead of per-run scatters (XLA:CPU turns a vmapped scatter into a
+loop over the runs), and `run_many` compiles with `compiler_options` (XLA's faster-compiling
+settings for cheap steps on the CPU); JAX's persistent compilation cache
+(`nhb.search.study.use_compilation_cache`) removes most of the rest on a rerun.
 """
 
 from __future__ import annotations
@@ -56,6 +66,9 @@ class Strategy:
 
     name = "strategy"
     space: SearchSpace | None = None  # dataclass subclasses declare it as their last field
+    # steps of a few hundred operations: the runner's program is compiled for compile speed
+    # on the CPU (`compiler_options`); False for steps that need optimised code (BOHB's KDE)
+    cheap_steps = True
 
     @property
     def sp(self) -> SearchSpace:
@@ -146,7 +159,12 @@ class Trajectory:
 
 
 @struct.dataclass
-class _Carry:
+class _Run:
+    """One run's loop state (the loop carries it with a leading runs axis): the state after
+    the last tell and the pending ask, whether the run still wants to query (the budget or
+    the strategy) and whether it queries next (`wants` and `max_queries` not reached), and the
+    pending query (`cfg`, `epoch`)."""
+
     key: jax.Array
     state: Any
     t_hi: jax.Array
@@ -154,7 +172,55 @@ class _Carry:
     n: jax.Array
     best_index: jax.Array
     best_valid: jax.Array
-    traj: Trajectory
+    wants: jax.Array
+    go: jax.Array
+    cfg: nhb2.Config
+    epoch: jax.Array
+
+
+@struct.dataclass
+class _Record:
+    """One query's trajectory entries (see `Trajectory`)."""
+
+    time: jax.Array
+    cost: jax.Array
+    epoch: jax.Array
+    index: jax.Array
+    valid_acc: jax.Array
+    best_index: jax.Array
+    best_valid: jax.Array
+
+
+def _pad_record(shape: tuple[int, ...]) -> _Record:
+    """The padding entries (after a run's last query; `time` is fixed up afterwards)."""
+    f32, i32 = jnp.float32, jnp.int32
+    return _Record(time=jnp.zeros(shape, f32), cost=jnp.zeros(shape, f32),
+                   epoch=jnp.zeros(shape, i32), index=jnp.full(shape, -1, i32),
+                   valid_acc=jnp.full(shape, jnp.nan, f32), best_index=jnp.full(shape, -1, i32),
+                   best_valid=jnp.full(shape, jnp.nan, f32))
+
+
+def put(a: jax.Array, i: jax.Array, v: jax.Array, where: jax.Array | bool = True) -> jax.Array:
+    """`a.at[i].set(v)` along the leading axis (scalar `i`; only if `where`) as a select.
+
+    Under `vmap` (an index per run) `.at[i].set` is a scatter, which XLA:CPU expands into a
+    loop over the runs: slow to compile and to run. This is one elementwise select (same
+    values; an out-of-range `i` writes nothing, as the scatter). XLA may fuse the computation
+    of `v` into the select and redo it for every element of `a`, so `v` should be cheap or a
+    loop value (the runner carries each proposal into the next step for this reason).
+    """
+    hit = (jnp.arange(a.shape[0]) == i) & where
+    return jnp.where(hit.reshape(hit.shape + (1,) * (a.ndim - 1)), jnp.asarray(v, a.dtype), a)
+
+
+def pick(a: jax.Array, i: jax.Array) -> jax.Array:
+    """`a[..., i]` for integer i [...] (one index per row of the last axis) as a masked sum.
+
+    Same value as the gather, and its gradient is a select instead of a scatter-add (which
+    XLA:CPU runs as a loop; see `put`).
+    """
+    hit = jnp.arange(a.shape[-1]) == jnp.asarray(i)[..., None]
+    return jnp.sum(jnp.where(hit, a, jnp.zeros((), a.dtype)), -1)
 
 
 def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -172,6 +238,103 @@ def clock_add(hi: jax.Array, lo: jax.Array, x: jax.Array) -> tuple[jax.Array, ja
 def clock_before(hi: jax.Array, lo: jax.Array, budget: jax.Array) -> jax.Array:
     """hi + lo < budget, exactly for a normalised (hi, lo) pair."""
     return (hi < budget) | ((hi == budget) & (lo < 0))
+
+
+def _bind(strategy: Strategy, bench: Benchmark) -> Strategy:
+    """The strategy searching the table's space unless bound already; checks the epochs."""
+    if strategy.space is None and dataclasses.is_dataclass(strategy):
+        strategy = strategy.on(bench.space)
+    if strategy.sp.n_epochs != bench.n_epochs:
+        raise ValueError(f"the strategy's space has {strategy.sp.n_epochs} epochs but the "
+                         f"table has {bench.n_epochs}; bind it with strategy.on(bench.space)")
+    return strategy
+
+
+def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
+              budget: float | jax.Array, max_queries: int, seed: str | int,
+              loop: str) -> Trajectory:
+    """The runs of keys [R] in lockstep: one loop over query steps whose body is the vmapped
+    step of every run; a run that is done keeps its state and writes padding.
+
+    Each step makes the query asked in the previous step, tells it, and asks the next one
+    (the loop carries the pending query; the first step only asks), so the proposal is a
+    materialised loop value when `tell` broadcasts it into the strategy's buffers: XLA:CPU
+    would otherwise fuse the whole proposal (hashing, sampling, BOHB's KDE) into those
+    updates and redo it per element.
+    """
+    if loop not in ("while", "scan"):
+        raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
+    strategy = _bind(strategy, bench)
+    budget = jnp.asarray(budget, jnp.float32)
+    q = max_queries
+    f32, i32 = jnp.float32, jnp.int32
+
+    def prepare(r: _Run) -> _Run:
+        """Whether the run queries next and, if so, its next query (asked)."""
+        clock_ok = clock_before(r.t_hi, r.t_lo, budget) | strategy.unchecked(r.state, params)
+        wants = clock_ok & ~strategy.done(r.state, params)
+        go = wants & (r.n < q)
+        cfg, epoch, state = strategy.ask(rng.step_key(r.key, r.n), r.state, params)
+        state = jax.tree.map(lambda a, b: jnp.where(go, a, b), state, r.state)
+        return r.replace(state=state, wants=wants, go=go, cfg=cfg,
+                         epoch=jnp.asarray(epoch, i32))
+
+    def init(key: jax.Array) -> _Run:
+        """Nothing pending: the loop's first step only asks."""
+        z = jnp.zeros((), f32)
+        state = strategy.init(rng.step_key(key, 0xFFFFFFFF), params)
+        cfg = nhb2.make(jnp.zeros(6, jnp.int8), jnp.zeros((), i32), jnp.zeros((), i32))
+        return _Run(key=key, state=state, t_hi=z, t_lo=z, n=jnp.zeros((), i32),
+                    best_index=jnp.full((), -1, i32), best_valid=jnp.full((), jnp.nan, f32),
+                    wants=jnp.bool_(False), go=jnp.bool_(False), cfg=cfg,
+                    epoch=jnp.full((), strategy.full_epoch, i32))
+
+    def step(r: _Run) -> tuple[_Run, _Record]:
+        """Makes the pending query (if the run goes), tells and records it; asks the next."""
+        k_seed = rng.step_key(rng.step_key(r.key, r.n), 1) if seed == "random" else None
+        cfg = r.cfg
+        res = bench.query(cfg, r.epoch, seed=seed, mode="valid", key=k_seed)
+        acc, cost = res.valid_acc, res.cost
+        state = strategy.tell(r.state, cfg, acc, params, cost)
+        t_hi, t_lo = clock_add(r.t_hi, r.t_lo, jnp.where(jnp.isfinite(cost), cost, 0.0))
+        index = nhb2.to_index(cfg).astype(i32)
+        better = (r.n == 0) | (acc > r.best_valid)
+        best_index = jnp.where(better, index, r.best_index)
+        best_valid = jnp.where(better, acc, r.best_valid)
+        rec = _Record(time=t_hi + t_lo, cost=cost, epoch=r.epoch, index=index, valid_acc=acc,
+                      best_index=best_index, best_valid=best_valid)
+        told = r.replace(state=state, t_hi=t_hi, t_lo=t_lo, n=r.n + 1, best_index=best_index,
+                         best_valid=best_valid)
+        keep = lambda a, b: jnp.where(r.go, a, b)
+        return prepare(jax.tree.map(keep, told, r)), jax.tree.map(keep, rec, pad)
+
+    runs = jax.vmap(init)(keys)
+    n_runs = runs.n.shape[0]
+    pad = _pad_record(())
+    # step t (0..q) makes query t - 1; step 0 only asks, its records (padding) are dropped
+    if loop == "while":
+        def cond(c: tuple[jax.Array, _Run, _Record]) -> jax.Array:
+            return (c[0] <= q) & ((c[0] == 0) | jnp.any(c[1].go))
+
+        def body(c: tuple[jax.Array, _Run, _Record]) -> tuple[jax.Array, _Run, _Record]:
+            t, runs, recs = c
+            runs, rec = jax.vmap(step)(runs)
+            return t + 1, runs, jax.tree.map(lambda a, v: a.at[t].set(v), recs, rec)
+
+        _, runs, recs = jax.lax.while_loop(cond, body, (jnp.zeros((), i32), runs,
+                                                        _pad_record((q + 1, n_runs))))
+    else:
+        runs, recs = jax.lax.scan(lambda r, _: jax.vmap(step)(r), runs, None, length=q + 1)
+    recs = jax.tree.map(lambda a: a[1:], recs)
+    recs = jax.tree.map(lambda a: a.T, recs)  # [runs, q]
+    final_time = (runs.t_hi + runs.t_lo)[:, None]
+    best_test, best_200 = incumbent_scores(recs.best_index, bench, seed)
+    return Trajectory(
+        time=jnp.where(jnp.arange(q) >= runs.n[:, None], final_time, recs.time),
+        cost=recs.cost, epoch=recs.epoch, index=recs.index, valid_acc=recs.valid_acc,
+        best_index=recs.best_index, best_valid=recs.best_valid, best_test=best_test,
+        best_200=best_200, n_queries=runs.n,
+        truncated=((runs.n >= q) & runs.wants) | jax.vmap(strategy.overflowed)(runs.state))
 
 
 def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
@@ -195,72 +358,9 @@ def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
     Returns:
         The run's `Trajectory`.
     """
-    if loop not in ("while", "scan"):
-        raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
-    if strategy.space is None and dataclasses.is_dataclass(strategy):
-        strategy = strategy.on(bench.space)
-    if strategy.sp.n_epochs != bench.n_epochs:
-        raise ValueError(f"the strategy's space has {strategy.sp.n_epochs} epochs but the "
-                         f"table has {bench.n_epochs}; bind it with strategy.on(bench.space)")
-    k_init = rng.step_key(key, 0xFFFFFFFF)
-    budget = jnp.asarray(budget, jnp.float32)
-    q = max_queries
-    f32, i32 = jnp.float32, jnp.int32
-    traj = Trajectory(time=jnp.zeros(q, f32), cost=jnp.zeros(q, f32), epoch=jnp.zeros(q, i32),
-                      index=jnp.full(q, -1, i32), valid_acc=jnp.full(q, jnp.nan, f32),
-                      best_index=jnp.full(q, -1, i32), best_valid=jnp.full(q, jnp.nan, f32),
-                      best_test=jnp.full(q, jnp.nan, f32), best_200=jnp.full(q, jnp.nan, f32),
-                      n_queries=jnp.zeros((), i32), truncated=jnp.bool_(False))
-    carry = _Carry(key=key, state=strategy.init(k_init, params), t_hi=jnp.zeros((), f32),
-                   t_lo=jnp.zeros((), f32), n=jnp.zeros((), i32),
-                   best_index=jnp.full((), -1, i32), best_valid=jnp.full((), jnp.nan, f32),
-                   traj=traj)
-
-    def wants(c: _Carry) -> jax.Array:
-        clock_ok = clock_before(c.t_hi, c.t_lo, budget) | strategy.unchecked(c.state, params)
-        return clock_ok & ~strategy.done(c.state, params)
-
-    def active(c: _Carry) -> jax.Array:
-        return wants(c) & (c.n < q)
-
-    def step(c: _Carry) -> _Carry:
-        k_ask = rng.step_key(c.key, c.n)
-        k_seed = rng.step_key(k_ask, 1) if seed == "random" else None
-        cfg, epoch, state = strategy.ask(k_ask, c.state, params)
-        res = bench.query(cfg, epoch, seed=seed, mode="valid", key=k_seed)
-        acc, cost = res.valid_acc, res.cost
-        state = strategy.tell(state, cfg, acc, params, cost)
-        t_hi, t_lo = clock_add(c.t_hi, c.t_lo, jnp.where(jnp.isfinite(cost), cost, 0.0))
-        index = nhb2.to_index(cfg).astype(i32)
-        better = (c.n == 0) | (acc > c.best_valid)
-        best_index = jnp.where(better, index, c.best_index)
-        best_valid = jnp.where(better, acc, c.best_valid)
-        n = c.n
-        tr = c.traj
-        tr = tr.replace(time=tr.time.at[n].set(t_hi + t_lo), cost=tr.cost.at[n].set(cost),
-                        epoch=tr.epoch.at[n].set(jnp.asarray(epoch, i32)),
-                        index=tr.index.at[n].set(index), valid_acc=tr.valid_acc.at[n].set(acc),
-                        best_index=tr.best_index.at[n].set(best_index),
-                        best_valid=tr.best_valid.at[n].set(best_valid), n_queries=n + 1)
-        return _Carry(key=c.key, state=state, t_hi=t_hi, t_lo=t_lo, n=n + 1,
-                      best_index=best_index, best_valid=best_valid, traj=tr)
-
-    if loop == "while":
-        carry = jax.lax.while_loop(active, step, carry)
-    else:
-        def scan_body(c: _Carry, _: None) -> tuple[_Carry, None]:
-            go = active(c)
-            new = step(c)
-            return jax.tree.map(lambda a, b: jnp.where(go, a, b), new, c), None
-
-        carry, _ = jax.lax.scan(scan_body, carry, None, length=q)
-    tr = carry.traj
-    pad = jnp.arange(q) >= carry.n
-    final_time = carry.t_hi + carry.t_lo
-    best_test, best_200 = incumbent_scores(tr.best_index, bench, seed)
-    return tr.replace(time=jnp.where(pad, final_time, tr.time), best_test=best_test,
-                      best_200=best_200, truncated=((carry.n >= q) & wants(carry))
-                      | strategy.overflowed(carry.state))
+    traj = _simulate(jnp.expand_dims(key, 0), strategy, params, bench, budget, max_queries,
+                     seed, loop)
+    return jax.tree.map(lambda a: a[0], traj)
 
 
 def incumbent_scores(index: jax.Array, bench: Benchmark,
@@ -276,12 +376,43 @@ def incumbent_scores(index: jax.Array, bench: Benchmark,
     return jnp.where(ok, test, jnp.nan), jnp.where(ok, a200, jnp.nan)
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "n_runs", "max_queries", "seed",
-                                             "loop"))
-def run_many(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
-             budget: float | jax.Array, n_runs: int, max_queries: int,
-             seed: str | int = "official", loop: str = "while") -> Trajectory:
-    """`n_runs` independent searches as one vmapped program; run i uses `step_key(key, i)`.
+# XLA:CPU options of the runner's programs (measured with jaxlib 0.10.2 on the 2-core CPU,
+# 500 runs): XLA's loop-fusion emitters instead of its newer fusion emitters compile these
+# programs faster (RE 1.7 -> 1.2 s, BOHB 3.8 -> 2.2 s) and run them as fast; with cheap
+# steps, LLVM optimisation level 0 as well compiles them about 4x faster (RS 1.0 -> 0.24 s)
+# for a run still well under a second (BOHB's KDE runs 20x slower at level 0, so BOHB keeps
+# the default level). The trajectories do not change (tests/search_test.py's golden hashes).
+CPU_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+CPU_FAST_COMPILE_OPTIONS = {**CPU_COMPILE_OPTIONS, "xla_backend_optimization_level": 0}
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+    """Whether this jaxlib knows the options (names change across XLA versions)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_FAST_COMPILE_OPTIONS).lower(
+            jnp.zeros((), jnp.float32)).compile()
+    except Exception:  # unknown option names raise backend-specific errors
+        return False
+    return True
+
+
+def compiler_options(strategy: Strategy, backend: str | None = None) -> dict[str, Any]:
+    """XLA compile options of `run_many`'s program for `strategy` on `backend` (None: the
+    default backend): `CPU_FAST_COMPILE_OPTIONS` for `strategy.cheap_steps`, else
+    `CPU_COMPILE_OPTIONS`, on the CPU; none elsewhere (or if this jaxlib lacks them)."""
+    if (backend or jax.default_backend()) != "cpu" or not _cpu_options_supported():
+        return {}
+    return dict(CPU_FAST_COMPILE_OPTIONS if strategy.cheap_steps else CPU_COMPILE_OPTIONS)
+
+
+_RUN_MANY_STATIC = ("strategy", "n_runs", "max_queries", "seed", "loop")
+
+
+def _run_many(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
+              budget: float | jax.Array, n_runs: int, max_queries: int,
+              seed: str | int = "official", loop: str = "while") -> Trajectory:
+    """`n_runs` independent searches as one program; run i uses `step_key(key, i)`.
 
     Args:
         key: base PRNG key.
@@ -298,8 +429,39 @@ def run_many(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
         `Trajectory` with a leading runs axis.
     """
     keys = jax.vmap(lambda i: rng.step_key(key, i))(jnp.arange(n_runs))  # run i's key
-    one = lambda k: run(k, strategy, params, bench, budget, max_queries, seed, loop)
-    return jax.vmap(one)(keys)
+    return _simulate(keys, strategy, params, bench, budget, max_queries, seed, loop)
+
+
+class _RunMany:
+    """`run_many`: `_run_many` jitted with the strategy's `compiler_options` (one jitted
+    function per distinct options; `lower` as `jax.jit`'s, for timing compile and run)."""
+
+    def __init__(self):
+        self._jits: dict[tuple, Any] = {}
+        self.__doc__ = _run_many.__doc__
+        self.__wrapped__ = _run_many
+
+    def _jit(self, strategy: Strategy) -> Any:
+        opts = compiler_options(strategy)
+        k = tuple(sorted(opts.items()))
+        if k not in self._jits:
+            self._jits[k] = jax.jit(_run_many, static_argnames=_RUN_MANY_STATIC,
+                                    compiler_options=opts or None)
+        return self._jits[k]
+
+    @staticmethod
+    def _strategy(args: tuple, kwargs: dict) -> Strategy:
+        return kwargs["strategy"] if "strategy" in kwargs else args[1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Trajectory:
+        return self._jit(self._strategy(args, kwargs))(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+        """`jax.jit(...).lower` of the strategy's jitted function."""
+        return self._jit(self._strategy(args, kwargs)).lower(*args, **kwargs)
+
+
+run_many = _RunMany()
 
 
 @struct.dataclass

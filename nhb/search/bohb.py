@@ -49,9 +49,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from nhb.search import rng, sampling
+from nhb.search.base import put
 from nhb.search.hyperband import Hyperband
 from nhb.space import cells as _cells
 from nhb.space import nhb2
@@ -117,8 +119,12 @@ def _kde_stats(x: jax.Array, mask: jax.Array, count: jax.Array, cards: tuple[int
     mean = jnp.sum(w * xf, 0) / c
     std = jnp.sqrt(jnp.sum(w * (xf - mean) ** 2, 0) / c)
     bw = jnp.maximum(1.06 * std * c ** (-1.0 / (4 + dim)), min_bw)
-    present = jnp.any(mask[:, None, None] & (x[:, :, None] == jnp.arange(max(cards))), 0)
-    return bw, present.sum(-1)
+    # distinct levels: popcount of the OR of one bit per present category (cards <= 32)
+    assert max(cards) <= 32, cards
+    onehot = jnp.where(mask[:, None], jnp.left_shift(jnp.uint32(1), x.astype(jnp.uint32)),
+                       jnp.uint32(0))
+    seen = jax.lax.reduce(onehot, np.uint32(0), jax.lax.bitwise_or, (0,))
+    return bw, jax.lax.population_count(seen).astype(jnp.int32)
 
 
 def _kde_pdf(xq: jax.Array, x: jax.Array, mask: jax.Array, count: jax.Array, bw: jax.Array,
@@ -149,6 +155,7 @@ class BOHB(Hyperband):
     max_obs: int = 128
     hpo_only: bool = False
     name = "bohb"
+    cheap_steps = False  # the KDE: optimised code (see `nhb.search.base.compiler_options`)
 
     @property
     def cards(self) -> tuple[int, ...]:
@@ -212,17 +219,18 @@ class BOHB(Hyperband):
         room = n_b < self.max_obs
         write = record & room
         i = jnp.minimum(n_b, self.max_obs - 1)
-        x = sampler.x.at[budget_index, i].set(
-            jnp.where(write, self.encode(cfg), sampler.x[budget_index, i]))
+        x = put(sampler.x, budget_index, put(sampler.x[budget_index], i, self.encode(cfg)),
+                write)
         old = sampler.loss[budget_index]
-        lo = sampler.loss.at[budget_index, i].set(jnp.where(write, loss, old[i]))
+        lo = put(sampler.loss, budget_index, put(old, i, loss), write)
         # insert slot n_b into the sorted order after every earlier loss <= this one
         slot = jnp.arange(self.max_obs)
         r = jnp.sum((slot < n_b) & (old <= loss))
         order = sampler.order[budget_index]
         shifted = jnp.where(slot < r, order, jnp.where(slot == r, n_b, jnp.roll(order, 1)))
-        order = sampler.order.at[budget_index].set(jnp.where(write, shifted, order))
-        return sampler.replace(x=x, loss=lo, n=sampler.n.at[budget_index].add(write),
+        order = put(sampler.order, budget_index, shifted, write)
+        n = sampler.n + ((jnp.arange(m) == budget_index) & write).astype(jnp.int32)
+        return sampler.replace(x=x, loss=lo, n=n,
                                order=order, overflow=sampler.overflow | (record & ~room))
 
     def propose(self, key: jax.Array, sampler: KDEState, params: BOHBParams) -> nhb2.Config:

@@ -25,7 +25,7 @@ from flax import struct
 
 from nhb.bench.subspace import SearchSpace
 from nhb.search import rng, sampling
-from nhb.search.base import Strategy
+from nhb.search.base import Strategy, put
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -98,9 +98,9 @@ class RegularizedEvolution(Strategy):
         filling = state.n < self.population_size
         slot = jnp.where(filling, state.n, state.head)
         fit = jnp.where(jnp.isnan(fitness), -jnp.inf, fitness).astype(jnp.float32)
-        pop = jax.tree.map(lambda a, b: a.at[slot].set(b.astype(a.dtype)), state.pop, cfg)
+        pop = jax.tree.map(lambda a, b: put(a, slot, b), state.pop, cfg)
         head = jnp.where(filling, state.head, (state.head + 1) % self.population_size)
-        return REState(pop=pop, fitness=state.fitness.at[slot].set(fit), n=state.n + 1,
+        return REState(pop=pop, fitness=put(state.fitness, slot, fit), n=state.n + 1,
                        head=head)
 
     def query_bound(self, bench: Any, budget: float, seed: str | int = "official") -> int:

@@ -37,7 +37,7 @@ from flax import struct
 
 from nhb.bench.subspace import SearchSpace
 from nhb.search import rng, sampling
-from nhb.search.base import FULL_EPOCH, Strategy
+from nhb.search.base import FULL_EPOCH, Strategy, put
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -181,8 +181,8 @@ class Hyperband(Strategy):
         loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
         bidx = self.budget_index(state)
         sampler = self.observe(state.sampler, cfg, loss, bidx, params)
-        buf = jax.tree.map(lambda a, b: a.at[state.pos].set(b.astype(a.dtype)), state.buf, cfg)
-        losses = state.loss.at[state.pos].set(loss)
+        buf = jax.tree.map(lambda a, b: put(a, state.pos, b), state.buf, cfg)
+        losses = put(state.loss, state.pos, loss)
         pos = state.pos + 1
         s = self._bracket(state.iteration)
         n_stage = ns[s, state.stage]

@@ -67,7 +67,9 @@ def build_and_study(preset: str | _build.Preset, output_dir: str | os.PathLike, 
         preset: a preset or its name (`nhb.bench.build.PRESETS`).
         output_dir: the build directory; the study writes `search/`, `analysis/` and
             `study.json` inside it.
-        executor, progress, data_dir, compile_cache_dir: see `nhb.bench.build.build`.
+        executor, progress, data_dir: see `nhb.bench.build.build`.
+        compile_cache_dir: JAX's persistent compilation cache for the build's training
+            programs and the study's search programs (None: no cache).
         study: run the search study and the analysis after the build.
         methods: search methods (names from `nhb.search.METHODS`).
         runs: runs per method.
@@ -90,7 +92,8 @@ def build_and_study(preset: str | _build.Preset, output_dir: str | os.PathLike, 
         return result
     desc = f"{out / _build.TABLE_FILE} (preset {table.meta.get('protocol')})"
     result["search"] = run_study(Benchmark(table), methods=methods, runs=runs, budget=budget,
-                                 output_dir=out / "search", seed=seed, table_desc=desc, log=log)
+                                 output_dir=out / "search", seed=seed, table_desc=desc, log=log,
+                                 compilation_cache=compile_cache_dir or "none")
     result["analysis"] = analysis.write_figures(table, out / "analysis", table_desc=desc)
     data = json.dumps(result, indent=1, default=float).encode()
     atomic_write(out / STUDY_FILE, lambda f: f.write(data))

@@ -29,7 +29,7 @@ from flax import struct
 
 from nhb.bench.subspace import SearchSpace
 from nhb.search import rng, sampling
-from nhb.search.base import Strategy
+from nhb.search.base import Strategy, pick
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -71,15 +71,15 @@ def cell_log_probs(logits_cell: jax.Array, digits: jax.Array) -> jax.Array:
 def _hp_log_prob(logits: jax.Array, index: jax.Array, allowed: tuple[int, ...],
                  slot: jax.Array, full: bool) -> jax.Array:
     if full:
-        return jax.nn.log_softmax(logits)[index]
-    return jax.nn.log_softmax(logits[jnp.asarray(allowed)])[slot[index]]
+        return pick(jax.nn.log_softmax(logits), index)
+    return pick(jax.nn.log_softmax(logits[jnp.asarray(allowed)]), slot[index])
 
 
 def log_prob(logits: dict, cfg: nhb2.Config, space: SearchSpace | None = None) -> jax.Array:
     """Log-probability of the config under the policy (restricted to `space`; None: full)."""
     sp = sampling.resolve(space)
     lp_cell = jax.nn.log_softmax(logits["cell"], -1)
-    lp = jnp.take_along_axis(lp_cell, cfg.cell.astype(jnp.int32)[:, None], -1).sum()
+    lp = pick(lp_cell, cfg.cell.astype(jnp.int32)).sum()  # gradient: a select, no scatter
     if not sp.all_cells:
         per = lp_cell[jnp.arange(_cells.NUM_EDGES), jnp.asarray(sampling.cell_digits(sp),
                                                                  jnp.int32)].sum(-1)

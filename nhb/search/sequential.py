@@ -102,6 +102,11 @@ class Sequential(Strategy):
         return f"{self.hpo}_re"
 
     @property
+    def cheap_steps(self) -> bool:
+        """False with BOHB's HPO phase (its KDE is in every step's program)."""
+        return self.hpo != "bohb"
+
+    @property
     def _re(self) -> RegularizedEvolution:
         return RegularizedEvolution(self.population_size, self.sample_size, arch_only=True,
                                     space=self.space)

@@ -4,7 +4,9 @@
 searches (run index = seed; all runs of a method as one vmapped program) on the benchmark's
 space (a sub-grid table's configs only; see `nhb.search.sampling`), scores each run's
 incumbent by its 12-epoch test accuracy and 200-epoch value, and writes `summary.json`,
-`table3.md`, `fig6_regret.png`, `trajectories/<method>.json` and `trajectories.csv`.
+`table3.md`, `fig6_regret.png`, `trajectories/<method>.json` and `trajectories.csv`. JAX's
+persistent compilation cache is on by default (`use_compilation_cache`:
+`$XDG_CACHE_HOME/nhb/jax`), so a rerun loads each method's program instead of compiling it.
 
 Budget: the paper's 20,000 simulated seconds (`PAPER_BUDGET`) only make sense for the full
 12-epoch table; `resolve_budget` scales it to any other table (`budget="auto"`), and the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -40,9 +43,51 @@ PAPER_TABLE3 = {  # (12-epoch mean, std), (200-epoch mean, std)
 LABELS = {"rs": "RS", "re": "RE", "reinforce": "REINFORCE", "bohb": "BOHB",
           "bohb_re": "BOHB then RE", "rs_re": "RS then RE", "sh": "SH", "hyperband": "Hyperband"}
 PAPER_LABEL = "paper (full official table, 20,000 s)"
-__all__ = ["HPO_SHARE", "LABELS", "PAPER_BUDGET", "PAPER_TABLE3", "paper_comparable",
-           "parse_methods", "parse_seed", "plot_regret", "regret_curve", "resolve_budget",
-           "run_method", "run_study", "summarize", "table3_markdown", "write_trajectories"]
+CACHE_ENV = "NHB_JAX_CACHE"  # the compilation cache directory, or "none"
+CACHE_MIN_COMPILE_S = 0.1  # programs compiling at least this long are cached
+__all__ = ["CACHE_ENV", "HPO_SHARE", "LABELS", "PAPER_BUDGET", "PAPER_TABLE3",
+           "default_cache_dir", "paper_comparable", "parse_methods", "parse_seed",
+           "plot_regret", "regret_curve", "resolve_budget", "run_method", "run_study",
+           "summarize", "table3_markdown", "use_compilation_cache", "write_trajectories"]
+
+
+def default_cache_dir() -> pathlib.Path:
+    """`$XDG_CACHE_HOME/nhb/jax`, or `~/.cache/nhb/jax` without XDG_CACHE_HOME."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "nhb" / "jax"
+
+
+def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache, so a later process (another study, a
+    rerun) loads the search programs instead of compiling them.
+
+    Args:
+        path: the cache directory; "none": leave the cache off; None or "": `$NHB_JAX_CACHE`
+            if set (a directory or "none"), else the directory JAX is already configured
+            with (`jax_compilation_cache_dir`, e.g. from JAX_COMPILATION_CACHE_DIR), else
+            `default_cache_dir()`.
+
+    Returns:
+        The directory in use, or None when off. Programs that compile in at least
+        `CACHE_MIN_COMPILE_S` are cached (JAX's default threshold, 1 s, would skip most
+        search programs); the setting holds for the rest of the process. The cache is
+        trusted code: keep it in a directory only you can write.
+    """
+    if path is None or str(path) == "":
+        path = os.environ.get(CACHE_ENV) or None
+    if path is not None and str(path).lower() == "none":
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    target = os.fspath(path) if path is not None else current or os.fspath(default_cache_dir())
+    os.makedirs(target, exist_ok=True)
+    if target != current:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", target)
+        compilation_cache.reset_cache()  # takes effect even after earlier compilations
+    if jax.config.jax_persistent_cache_min_compile_time_secs > CACHE_MIN_COMPILE_S:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    return target
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
@@ -214,7 +259,8 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
               budget: float | str | None = None, output_dir: str | pathlib.Path | None = None,
               seed: int = 0, bohb_mode: str | None = None, query_seed: str | int = "official",
               max_queries: int = 0, n_queries: int | None = None, table_desc: str = "",
-              log: Callable[[str], None] | None = print) -> dict:
+              log: Callable[[str], None] | None = print,
+              compilation_cache: str | os.PathLike | None = None) -> dict:
     """Runs a search study on a benchmark (any table) and writes its outputs.
 
     Args:
@@ -236,6 +282,8 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
         n_queries: N of the auto budget (default a quarter of the distinct configs, >= 5).
         table_desc: the table's description for the summary.
         log: progress printer (None: silent).
+        compilation_cache: JAX's persistent compilation cache directory ("none": off; None:
+            the default, see `use_compilation_cache`), so reruns skip most of the compiling.
 
     Returns:
         The summary dict (as summary.json): table, space, budget, per-method statistics.
@@ -249,7 +297,9 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
     for name in names:  # settings that cannot fit this table fail before anything runs
         make(name, bohb_mode).on(bench.space).query_bound(bench, seconds, query_seed)
     say = log or (lambda _: None)
-    say(f"space: {bench.space.describe()}; budget {how}; bohb_mode {bohb_mode}")
+    cache = use_compilation_cache(compilation_cache)
+    say(f"space: {bench.space.describe()}; budget {how}; bohb_mode {bohb_mode}; "
+        f"compilation cache {cache or 'off'}")
     summary = dict(table=table_desc or repr(bench), space=bench.space.describe(),
                    space_configs=bench.space.n_configs, space_distinct=bench.space.n_distinct,
                    full_space=bench.space.is_full, epochs=bench.n_epochs, runs=runs,
