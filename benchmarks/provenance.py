@@ -55,10 +55,15 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict[str, Any]:
-    """HEAD's full sha and whether tracked files differ from it."""
+    """HEAD's full sha and whether tracked files differ from it.
+
+    Result files (`benchmarks/results/`) do not count: a run of one benchmark rewrites its
+    JSON, which must not mark the next benchmark of the same session as run on dirty code.
+    """
     head = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
-    dirty_files = sorted(line[3:] for line in (status or "").splitlines() if line.strip())
+    dirty_files = sorted(line[3:] for line in (status or "").splitlines()
+                         if line.strip() and not line[3:].startswith("benchmarks/results/"))
     return dict(git_commit=head.strip() if head else None,
                 dirty=None if status is None else bool(dirty_files),
                 dirty_files=dirty_files)

@@ -170,8 +170,9 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
             if sequential or k == 0:
                 state = jax.block_until_ready(init(keys, hp, ops))
             t0 = time.perf_counter()
-            state, (_, loss, _) = jax.block_until_ready(
+            state, stats = jax.block_until_ready(
                 compiled(state, jnp.int32(0 if sequential else k), hp, ops, data))
+            loss = stats.loss
             if k > 0:
                 times.append(time.perf_counter() - t0)
     size = 1 if sequential else len(jobs)
@@ -198,13 +199,11 @@ def time_jax_eval(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *,
                   repeats: int, precision: str) -> float:
     """Aggregate images/s of the vmapped augmented evaluation pass (the validation pass)."""
     t = make_cell_train(static)
-    ev = jax.jit(jax.vmap(lambda s, o, x, y, k: t.evaluate(s, o, x, y, k, True),
-                          in_axes=(0, 0, None, None, 0)))
+    ev = jax.jit(jax.vmap(t.eval_phases["valid"], in_axes=(0, None, 0, None)))
     with _precision(precision):
         keys, hp, ops = _member_args(jobs)
         state = jax.jit(jax.vmap(t.init))(keys, hp, ops)
-        ekeys = jax.vmap(t.valid_key, in_axes=(0, None))(state, jnp.int32(0))
-        args = (state, ops, data.train_x, data.train_y, ekeys)
+        args = (state, jnp.int32(0), ops, data)
         compiled = ev.lower(*args).compile()
         jax.block_until_ready(compiled(*args))
         times = []
@@ -212,7 +211,7 @@ def time_jax_eval(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *,
             t0 = time.perf_counter()
             jax.block_until_ready(compiled(*args))
             times.append(time.perf_counter() - t0)
-    return len(jobs) * data.train_x.shape[0] / min(times)
+    return len(jobs) * data.valid_x.shape[0] / min(times)
 
 
 def time_torch(cell: str, data: TrainData, static: TrainStatic, repeats: int,
