@@ -50,11 +50,11 @@ from nhb.data import load_dataset
 from nhb.models.cell_net import conv_edges_of
 from nhb.space import nhb2
 from nhb.train import (
-    HParams,
     Job,
     TrainData,
     TrainStatic,
     get_scale,
+    grid,
     make_cell_train,
     programs,
 )
@@ -124,14 +124,6 @@ def _precision(name: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
 
 
-def _member_args(jobs: Sequence[Job]) -> tuple:
-    keys = jnp.stack([jax.random.key(j.seed) for j in jobs])
-    hp = HParams(learning_rate=jnp.asarray([j.learning_rate for j in jobs], jnp.float32),
-                 momentum=jnp.full((len(jobs),), 0.9, jnp.float32),
-                 weight_decay=jnp.full((len(jobs),), 5e-4, jnp.float32))
-    return keys, hp, jnp.asarray([j.cell for j in jobs], jnp.int32)
-
-
 def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repeats: int,
              precision: str, sequential: bool) -> dict:
     """Times the engine's training epoch for `jobs` (after compilation and a warm-up epoch).
@@ -154,7 +146,7 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
     units = ([[jobs[k % len(jobs)]] for k in range(repeats + 1)] if sequential
              else [list(jobs)] * (repeats + 1))
     with _precision(precision):
-        keys, hp, ops = _member_args(units[0])
+        keys, hp, ops = grid.member_inputs(units[0])
         state = init(keys, hp, ops)
         t0 = time.perf_counter()
         if jax.default_backend() == "cpu":  # what the grid runner does on CPU (host loop)
@@ -166,7 +158,7 @@ def time_jax(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *, repea
         compile_s = time.perf_counter() - t0
         times, loss = [], None
         for k, unit in enumerate(units):
-            keys, hp, ops = _member_args(unit)
+            keys, hp, ops = grid.member_inputs(unit)
             if sequential or k == 0:
                 state = jax.block_until_ready(init(keys, hp, ops))
             t0 = time.perf_counter()
@@ -201,7 +193,7 @@ def time_jax_eval(jobs: Sequence[Job], data: TrainData, static: TrainStatic, *,
     t = make_cell_train(static)
     ev = jax.jit(jax.vmap(t.eval_phases["valid"], in_axes=(0, None, 0, None)))
     with _precision(precision):
-        keys, hp, ops = _member_args(jobs)
+        keys, hp, ops = grid.member_inputs(jobs)
         state = jax.jit(jax.vmap(t.init))(keys, hp, ops)
         args = (state, jnp.int32(0), ops, data)
         compiled = ev.lower(*args).compile()

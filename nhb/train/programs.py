@@ -7,7 +7,8 @@ host loop over its compiled `sgd_step`), the evaluation passes (`phases`) and
 `epoch_metrics`. `ProgramCache` keeps the most recently used programs up to a bound
 (`DEFAULT_MAX_PROGRAMS`), evicting the least recently used; `DEFAULT_CACHE` is the one the
 grid runner uses unless given another. Compiled executables are tied to the device they were
-compiled for: give each device's worker its own cache (`nhb.bench.executors` does).
+compiled for, so the device of the data is part of a program's key: one cache serves the
+executors' per-device threads.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def host_loop_epoch(t: Trainer, state, hp: HParams, ops: jax.Array, data: TrainD
 
 
 class ProgramCache:
-    """Least-recently-used cache of `Program`s keyed by (static, group size, SGD loop).
+    """Least-recently-used cache of `Program`s keyed by (static, group size, SGD loop, device).
 
     Args:
         max_programs: how many programs to keep (each holds compiled executables).
@@ -119,7 +120,7 @@ class ProgramCache:
     def program(self, static: TrainStatic, sgd_loop: str, keys: jax.Array, hp: HParams,
                 ops: jax.Array, data: TrainData) -> Program:
         """The cached program for these members' shapes, compiled on first use."""
-        key = (static, ops.shape[0], sgd_loop)
+        key = (static, ops.shape[0], sgd_loop, frozenset(data.train_x.devices()))
         with self._lock:
             if key in self._programs:
                 self._programs.move_to_end(key)
