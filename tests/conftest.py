@@ -22,3 +22,21 @@ if _cache:
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def nap2_runs(tmp_path_factory):
+    """The quick NAP2 snapshot datasets (16 + 16 configs), built once per session.
+
+    Returns:
+        The runs directory holding `nap2_quick/` and `nap2_quick_fmnist/`.
+    """
+    from nhb.nap2.dataset import build_snapshots
+
+    runs = tmp_path_factory.mktemp("nap2_runs")
+    for name in ("nap2_quick", "nap2_quick_fmnist"):
+        build_snapshots(name, runs / name, progress=False)
+    return runs

@@ -220,9 +220,9 @@ def test_any_linen_classifier_with_hook_and_extra_inputs():
     n, bs, epochs = 40, 16, 2  # 3 steps per epoch (16, 16, 8)
     steps = 3 * epochs
     hook = StepHook(
-        init=lambda params: dict(steps=jnp.full((steps,), -1, jnp.int32),
+        init=lambda params, inputs: dict(steps=jnp.full((steps,), -1, jnp.int32),
                                  gnorm=jnp.zeros((steps,), jnp.float32)),
-        update=lambda h, step, params, grads: dict(
+        update=lambda h, step, params, grads, ctx: dict(
             steps=h["steps"].at[step].set(step),
             gnorm=h["gnorm"].at[step].set(optax.tree.norm(grads))))
     module = _BNClassifier()

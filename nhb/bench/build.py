@@ -201,7 +201,7 @@ def _train(preset: Preset, out: pathlib.Path, executor: Any, pending: list, done
         sharing=preset_sharing(preset, grouping == "accelerator"), conv_impl=preset.conv_impl,
         eval_batch_size=preset.eval_batch_size, dataset=preset.dataset, data_dir=data_dir,
         max_per_split=preset.max_per_split, compile_cache_dir=compile_cache_dir,
-        train_eval=preset.train_eval)
+        train_eval=preset.train_eval, hook=preset.snapshot_spec())
 
     def on_done(task: _executors.GroupTask, results: list[RunResult], meta: dict) -> None:
         data = _executors.shard_bytes(results, dict(

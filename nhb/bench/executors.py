@@ -76,6 +76,7 @@ class GroupSettings:
     sharing: str = "auto"
     conv_impl: str = "auto"
     train_eval: bool = True
+    hook: Any = None  # a picklable, hashable `Model -> StepHook` factory (NAP2 snapshots)
 
 
 def set_compile_cache(path: str | os.PathLike | None) -> None:
@@ -116,7 +117,8 @@ def train_group(jobs: Sequence[Job], data: TrainData,
     results = run_group(list(jobs), data, scale=get_scale(settings.scale),
                         epochs=settings.epochs, mode=settings.mode,
                         eval_batch_size=settings.eval_batch_size, sharing=settings.sharing,
-                        conv_impl=settings.conv_impl, train_eval=settings.train_eval)
+                        conv_impl=settings.conv_impl, train_eval=settings.train_eval,
+                        hook=settings.hook)
     device = next(iter(data.train_x.devices()))
     return results, dict(device=device.device_kind, platform=device.platform, device_id=device.id,
                          wall_s=time.perf_counter() - t0)
@@ -276,6 +278,8 @@ def job_key(job: Job) -> list:
 def shard_bytes(results: Sequence[RunResult], info: dict) -> bytes:
     """One group's results as an `.npz`: a JSON header and [runs, epochs] metric arrays.
 
+    What a hook recorded (`RunResult.extras`) is stored as `extras/<name>` [runs, ...].
+
     Args:
         results: the group's results.
         info: header entries (name, fingerprint, device, timing, ...).
@@ -287,6 +291,8 @@ def shard_bytes(results: Sequence[RunResult], info: dict) -> bytes:
                   mode=results[0].mode, group_size=results[0].group_size)
     arrays = {f"metrics/{m}": np.stack([np.asarray(r.metrics[m], np.float64) for r in results])
               for m in METRICS}
+    for name in results[0].extras:
+        arrays[f"extras/{name}"] = np.stack([np.asarray(r.extras[name]) for r in results])
     buf = io.BytesIO()
     np.savez(buf, header=np.array(json.dumps(header)),
              diverged=np.array([r.diverged for r in results]), **arrays)
@@ -294,7 +300,7 @@ def shard_bytes(results: Sequence[RunResult], info: dict) -> bytes:
 
 
 def read_shard(path: pathlib.Path, fingerprint: str, jobs: Sequence[Job],
-               epochs: int) -> tuple[dict, dict]:
+               epochs: int, extras: bool = False) -> tuple[dict, dict]:
     """Loads a shard and checks that it holds exactly `jobs` of this preset.
 
     Args:
@@ -302,6 +308,8 @@ def read_shard(path: pathlib.Path, fingerprint: str, jobs: Sequence[Job],
         fingerprint: the preset's fingerprint.
         jobs: the planned group.
         epochs: epochs per run.
+        extras: also load the hook's `extras/...` arrays (else their CRCs are still checked
+            but they are not kept in memory).
 
     Returns:
         (header, arrays).
@@ -311,7 +319,12 @@ def read_shard(path: pathlib.Path, fingerprint: str, jobs: Sequence[Job],
     """
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
         header = json.loads(str(z["header"]))
-        arrays = {k: z[k] for k in z.files if k != "header"}
+        arrays = {}
+        for k in z.files:
+            if k != "header":
+                value = z[k]  # reading checks the member's CRC
+                if extras or not k.startswith("extras/"):
+                    arrays[k] = value
     if (header.get("shard_format") != SHARD_FORMAT or header.get("fingerprint") != fingerprint
             or header.get("jobs") != [job_key(j) for j in jobs]):
         raise ValueError("its header does not match the planned group")

@@ -48,6 +48,12 @@ class Preset:
             training set after each epoch (True, faithful); False records the SGD loop's
             running meters instead and skips that pass (`nhb.train.Protocol`). Recorded in
             the table's meta as `train_metrics`.
+        snapshot_every: record NAP2 snapshots every this many SGD steps (0: none). The
+            shards then also hold each run's weight/gradient feature maps and snapshot
+            validation loss (`nhb.nap2.SnapshotSpec`, `nhb.nap2.load_snapshots`), so a
+            table build yields a NAP2 dataset at no extra training.
+        snapshot_count: snapshots per run (with `snapshot_every`).
+        snapshot_valid_images: validation images of a snapshot's validation loss.
         description: free text (not part of the fingerprint).
     """
 
@@ -67,6 +73,9 @@ class Preset:
     sharing: str = "auto"
     conv_impl: str = "auto"
     train_eval: bool = True
+    snapshot_every: int = 0
+    snapshot_count: int = 0
+    snapshot_valid_images: int = 256
     description: str = ""
 
     def __post_init__(self):
@@ -89,6 +98,12 @@ class Preset:
             if bad or not values or len(set(values)) != len(values):
                 raise ValueError(f"preset {what}s must be distinct values of {grid}; got "
                                  f"{values}")
+        if (self.snapshot_every > 0) != (self.snapshot_count > 0) or min(
+                self.snapshot_every, self.snapshot_count) < 0 or self.snapshot_valid_images < 1:
+            raise ValueError("snapshot_every and snapshot_count must both be 0 (no snapshots) "
+                             f"or both >= 1, snapshot_valid_images >= 1; got "
+                             f"{self.snapshot_every}, {self.snapshot_count}, "
+                             f"{self.snapshot_valid_images}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"preset seeds must be distinct; got {self.seeds}")
         if self.cells is not None:
@@ -113,13 +128,24 @@ class Preset:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 (16 hex digits) of every field but the description."""
-        d = {k: v for k, v in self.to_dict().items() if k != "description"}
+        """sha256 (16 hex digits) of every field but the description (and the snapshot
+        fields when there are no snapshots, so tables built before they existed match)."""
+        d = {k: v for k, v in self.to_dict().items() if k != "description"
+             and not (k.startswith("snapshot_") and not self.snapshot_every)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def cell_codes(self) -> tuple[str, ...]:
         """The trained cells: `cells`, or all 1011 official representatives."""
         return representative_codes() if self.cells is None else self.cells
+
+    def snapshot_spec(self) -> Any:
+        """The `nhb.nap2.SnapshotSpec` of this preset, or None without snapshots."""
+        if not self.snapshot_every:
+            return None
+        from nhb.nap2.features import SnapshotSpec  # a leaf module: no import cycle
+
+        return SnapshotSpec(every=self.snapshot_every, count=self.snapshot_count,
+                            valid_images=self.snapshot_valid_images)
 
     @property
     def n_runs(self) -> int:

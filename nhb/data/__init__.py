@@ -1,7 +1,9 @@
-"""nhb.data: CIFAR-10 for the NAS-HPO-Bench-II protocol.
+"""nhb.data: CIFAR-10 for the NAS-HPO-Bench-II protocol, and Fashion-MNIST shaped alike.
 
-Loading and the official 25k/25k/10k split (`cifar10`), on-device normalisation and flip/crop
-augmentation (`augment`), and static-shape epoch batching (`batching`).
+Loading and the official 25k/25k/10k split (`cifar10`), Fashion-MNIST from the Debian package
+`dataset-fashion-mnist` split 30k/30k/10k and padded to 32x32x3 (`fashion_mnist`, also reached
+as `load_dataset("fashion_mnist")`), on-device normalisation and flip/crop augmentation
+(`augment`), and static-shape epoch batching (`batching`).
 """
 
 from nhb.data.augment import (
@@ -23,10 +25,12 @@ from nhb.data.cifar10 import (
     load_dataset,
     split_indices,
 )
+from nhb.data.fashion_mnist import FASHION_CLASS_NAMES, load_fashion_mnist
 
 __all__ = [
     "CLASS_NAMES",
     "DATASET_NAMES",
+    "FASHION_CLASS_NAMES",
     "MEAN",
     "NUM_CLASSES",
     "PADDING",
@@ -38,6 +42,7 @@ __all__ = [
     "eval_batches",
     "gather_batch",
     "load_dataset",
+    "load_fashion_mnist",
     "normalize",
     "num_batches",
     "random_flip_crop",

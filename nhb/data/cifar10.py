@@ -1,10 +1,10 @@
-"""CIFAR-10 with the NAS-HPO-Bench-II train/valid split.
+"""CIFAR-10 with the NAS-HPO-Bench-II train/valid split (and Fashion-MNIST shaped alike).
 
 The benchmark trains on 25,000 of the 50,000 official CIFAR-10 training images, validates on
 the other 25,000 and tests on the official 10,000 test images. The split is vendored in
 `third_party/nashpobench2/` as indices into the official (data_batch_1..5) order.
 
-Three sources are supported:
+Four sources are supported:
 
 * `"subset"`: the vendored 1/10-scale slice of real CIFAR-10 (2,499 / 2,586 / 1,017 images).
   Always available, no network, no TFDS.
@@ -13,6 +13,9 @@ Three sources are supported:
   preparing does.
 * `"cifar10_npz"`: a user-supplied `.npz` with `train_images, train_labels, test_images,
   test_labels` in the official order (50,000 / 10,000 images).
+* `"fashion_mnist"`: not CIFAR-10: Fashion-MNIST from the Debian package
+  `dataset-fashion-mnist`, split 30,000 / 30,000 / 10,000 and padded to 32x32x3 by nhb's
+  choices (see `nhb.data.fashion_mnist`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )
-DATASET_NAMES = ("subset", "cifar10", "cifar10_npz")
+DATASET_NAMES = ("subset", "cifar10", "cifar10_npz", "fashion_mnist")
 NUM_OFFICIAL_TRAIN = 50_000
 NUM_OFFICIAL_TEST = 10_000
 IMAGE_SHAPE = (32, 32, 3)
@@ -46,7 +49,7 @@ _ID_RE = re.compile(r"^(train|test)_(\d+)$")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """CIFAR-10 split into train / valid / test (images uint8 NHWC, labels int32).
+    """A dataset split into train / valid / test (images uint8 NHWC, labels int32).
 
     Attributes:
         train_images: uint8 [n_train, 32, 32, 3].
@@ -55,7 +58,8 @@ class Dataset:
         valid_labels: int32 [n_valid].
         test_images: uint8 [n_test, 32, 32, 3].
         test_labels: int32 [n_test].
-        name: which source it came from (`"subset"`, `"cifar10"`, `"cifar10_npz"`).
+        name: which source it came from (`"subset"`, `"cifar10"`, `"cifar10_npz"`,
+            `"fashion_mnist"`).
     """
 
     train_images: np.ndarray
@@ -101,14 +105,16 @@ def load_dataset(
     *,
     download: bool = False,
 ) -> Dataset:
-    """Loads CIFAR-10 split by the NAS-HPO-Bench-II protocol.
+    """Loads CIFAR-10 split by the NAS-HPO-Bench-II protocol, or Fashion-MNIST shaped alike.
 
     Args:
-        name: `"subset"` (vendored slice), `"cifar10"` (full, through TFDS) or `"cifar10_npz"`
-            (full, from a local `.npz`).
+        name: `"subset"` (vendored slice), `"cifar10"` (full, through TFDS), `"cifar10_npz"`
+            (full, from a local `.npz`) or `"fashion_mnist"` (Fashion-MNIST from the Debian
+            package, see `nhb.data.fashion_mnist.load_fashion_mnist`).
         data_dir: for `"cifar10"` the TFDS data dir (None: TFDS's default); for
-            `"cifar10_npz"` the `.npz` file, or a folder holding `cifar10.npz`. Unused for
-            `"subset"`.
+            `"cifar10_npz"` the `.npz` file, or a folder holding `cifar10.npz`; for
+            `"fashion_mnist"` the folder of the idx `.gz` files (None: `$NHB_FASHION_MNIST_DIR`
+            if set, else the Debian package's folder). Unused for `"subset"`.
         max_per_split: if given, keep only the first `max_per_split` examples of each split.
         download: `"cifar10"` only: allow TFDS to download and prepare the data if it is not
             prepared yet (needs network access and TensorFlow). Off by default so that an
@@ -120,12 +126,16 @@ def load_dataset(
     Raises:
         ValueError: unknown `name`, or malformed data.
         RuntimeError: `"cifar10"` could not be read through TFDS.
-        FileNotFoundError: the `"cifar10_npz"` file does not exist.
+        FileNotFoundError: the `"cifar10_npz"` file, or the `"fashion_mnist"` files, do not
+            exist.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid choices are {list(DATASET_NAMES)}")
-    if max_per_split is not None and (not isinstance(max_per_split, int) or max_per_split < 1):
-        raise ValueError(f"max_per_split must be a positive int or None, got {max_per_split!r}")
+    _check_max_per_split(max_per_split)
+    if name == "fashion_mnist":
+        from nhb.data.fashion_mnist import load_fashion_mnist  # here: it imports this module
+
+        return load_fashion_mnist(data_dir, max_per_split)
     if name == "subset":
         ds = _load_subset()
     else:
@@ -137,6 +147,12 @@ def load_dataset(
     if max_per_split is not None:
         ds = _truncate(ds, max_per_split)
     return ds
+
+
+def _check_max_per_split(max_per_split: int | None) -> None:
+    """Raises ValueError unless `max_per_split` is None or a positive int."""
+    if max_per_split is not None and (not isinstance(max_per_split, int) or max_per_split < 1):
+        raise ValueError(f"max_per_split must be a positive int or None, got {max_per_split!r}")
 
 
 def _finish(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

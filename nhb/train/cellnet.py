@@ -8,6 +8,7 @@ with the same conv pattern (or every cell, with the masked supernet); see `nhb.t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from nhb.models.cell_net import CellNet, init_cell_net
 from nhb.train.engine import Protocol, Trainer, make_train
@@ -30,6 +31,8 @@ class TrainStatic:
             same numbers up to float reassociation; they differ in speed: on an H100 a
             vmapped grid trains fastest with "patches" but evaluates fastest with "xla"
             (`benchmarks/results/program_sharing_gpu_tiny.json`).
+        hook: None, or a hashable factory `Model -> StepHook` (e.g. NAP2's
+            `nhb.nap2.SnapshotSpec`) whose hook every SGD step of the program runs.
     """
 
     batch_size: int
@@ -48,6 +51,7 @@ class TrainStatic:
     masked: bool = False
     conv_impl: str = "xla"
     eval_conv_impl: str = "xla"
+    hook: Any = None
 
     @property
     def protocol(self) -> Protocol:
@@ -79,9 +83,12 @@ def make_cell_train(static: TrainStatic, hook: StepHook | None = None) -> Traine
 
     Args:
         static: the static settings.
-        hook: optional per-step state (`nhb.train.StepHook`).
+        hook: optional per-step state (`nhb.train.StepHook`); None uses `static.hook`.
 
     Returns:
         A `Trainer`; `trainer.train(key, hparams, ops, data)` with `ops` int [6].
     """
-    return make_train(cell_model(static), static.protocol, hook)
+    model = cell_model(static)
+    if hook is None and static.hook is not None:
+        hook = static.hook(model)
+    return make_train(model, static.protocol, hook)

@@ -50,7 +50,7 @@ from flax import struct
 
 from nhb.data.augment import augment_batch, normalize
 from nhb.data.batching import epoch_batches, eval_batches, num_batches
-from nhb.train.model import Model, StepHook
+from nhb.train.model import HookContext, Model, StepHook
 
 # Evaluation passes after each epoch, in order; `EpochMetrics` fields are `<phase>_acc/loss`.
 EVAL_PHASES = ("train", "valid", "test")
@@ -269,7 +269,7 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
         opt_state = make_optimizer(hparams).init(variables["params"])
         return TrainState(params=variables["params"], batch_stats=variables["batch_stats"],
                           opt_state=opt_state, key=k_run,
-                          hook=() if hook is None else hook.init(variables["params"]))
+                          hook=() if hook is None else hook.init(variables["params"], inputs))
 
     def loss_fn(params, batch_stats, x, y, m, inputs):
         logits, new_stats = model.apply_train({"params": params, "batch_stats": batch_stats},
@@ -293,7 +293,8 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
         (loss, (batch_stats, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, batch_stats, x, data.train_y[row], m, inputs)
         if hook is not None:
-            hook_state = hook.update(hook_state, step0 + i, params, grads)
+            ctx = HookContext(batch_stats=carry[1], inputs=inputs, data=data)
+            hook_state = hook.update(hook_state, step0 + i, params, grads, ctx)
         updates, opt_state = make_optimizer(hparams).update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state, hook_state,
                 step0), (loss, correct)

@@ -55,12 +55,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from nhb.data.batching import num_batches
 from nhb.models.cell_net import conv_edges_of
 from nhb.models.layers import CONV_IMPLS
 from nhb.space import cells as _cells
@@ -139,6 +141,8 @@ class RunResult:
         diverged: a training or evaluation loss was not finite.
         mode: the execution mode it ran in ("vmap" or "sequential").
         group_size: members trained together (1 in "sequential" mode).
+        extras: what the program's hook recorded for this run (the hook state's entries
+            whose names do not start with "_"; e.g. NAP2's snapshots), else empty.
     """
 
     job: Job
@@ -146,6 +150,7 @@ class RunResult:
     diverged: bool
     mode: str
     group_size: int
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def check_options(mode: str = "auto", sharing: str = "auto", conv_impl: str = "auto",
@@ -291,13 +296,14 @@ def resolve_sgd_loop(sgd_loop: str) -> str:
 def group_static(group: Sequence[Job], data: TrainData, *,
                  scale: Scale, epochs: int, mode: str, eval_batch_size: int | None = None,
                  sharing: str = "auto", conv_impl: str = "auto",
-                 train_eval: bool = True) -> TrainStatic:
+                 train_eval: bool = True, hook: Any = None) -> TrainStatic:
     """The static settings of the one program that trains `group` (validated).
 
     Args:
         group: jobs of one program (`plan_groups` with the same `sharing`).
         data: the device arrays (their split sizes).
-        scale, epochs, eval_batch_size, sharing, conv_impl, train_eval: see `run_group`.
+        scale, epochs, eval_batch_size, sharing, conv_impl, train_eval, hook: see
+            `run_group`.
         mode: the resolved execution mode ("vmap" or "sequential").
 
     Returns:
@@ -315,7 +321,7 @@ def group_static(group: Sequence[Job], data: TrainData, *,
                        channels=scale.channels, cells_per_stage=scale.cells_per_stage,
                        eval_batch_size=eval_batch_size, train_eval=train_eval,
                        masked=sharing == "supernet", conv_impl=train_impl,
-                       eval_conv_impl=eval_impl)
+                       eval_conv_impl=eval_impl, hook=hook)
 
 
 def member_inputs(jobs: Sequence[Job]) -> tuple[jax.Array, HParams, jax.Array]:
@@ -330,7 +336,8 @@ def member_inputs(jobs: Sequence[Job]) -> tuple[jax.Array, HParams, jax.Array]:
 def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: int,
               mode: str = "auto", eval_batch_size: int | None = None,
               sharing: str = "auto", conv_impl: str = "auto", train_eval: bool = True,
-              sgd_loop: str = "auto", cache: ProgramCache | None = None) -> list[RunResult]:
+              sgd_loop: str = "auto", cache: ProgramCache | None = None,
+              hook: Any = None) -> list[RunResult]:
     """Trains one group of jobs (one program: see `plan_groups`), timing every phase.
 
     Every epoch runs the trainer's pieces (`nhb.train.Trainer`): the SGD loop (a compiled
@@ -351,16 +358,29 @@ def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
             (False: the SGD loop's running meters; see `nhb.train.Protocol`).
         sgd_loop: "scan", "host" or "auto" (host on CPUs; module docstring).
         cache: compiled-program cache (None: `DEFAULT_CACHE`).
+        hook: None, or a hashable factory `Model -> StepHook` run at every SGD step (e.g.
+            `nhb.nap2.SnapshotSpec`); its public state lands in `RunResult.extras`. A factory
+            with a `steps_needed()` method is checked against the run's SGD steps.
 
     Returns:
         One `RunResult` per job, in group order.
+
+    Raises:
+        ValueError: the runs are too short for the hook's `steps_needed()`.
     """
     mode = resolve_mode(mode, group[0].batch_size)
     sgd_loop = resolve_sgd_loop(sgd_loop)
     static = group_static(group, data, scale=scale, epochs=epochs, mode=mode,
                           eval_batch_size=eval_batch_size, sharing=sharing,
-                          conv_impl=conv_impl, train_eval=train_eval)
+                          conv_impl=conv_impl, train_eval=train_eval, hook=hook)
+    needed = getattr(hook, "steps_needed", lambda: 0)()
+    total_steps = num_batches(static.n_train, static.batch_size) * epochs
+    if needed > total_steps:
+        raise ValueError(f"the hook needs {needed} SGD steps but a run at batch size "
+                         f"{static.batch_size} on {static.n_train} images for {epochs} epochs "
+                         f"has {total_steps}")
     cache = DEFAULT_CACHE if cache is None else cache
+    extras: list[dict] = [{} for _ in group]
     units = [list(range(len(group)))] if mode == "vmap" else [[i] for i in range(len(group))]
     out = {n: np.zeros((len(group), epochs), np.float64) for n in RUN_METRICS}
     nonfinite = np.zeros((len(group), epochs), bool)
@@ -382,10 +402,15 @@ def run_group(group: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
             out["valid_time"][members, e] = seconds["valid"] * share
             out["test_time"][members, e] = seconds["test"] * share
             nonfinite[members, e] = np.asarray(metrics.nonfinite)
+        if isinstance(state.hook, dict):
+            public = {k: np.asarray(v) for k, v in state.hook.items() if not k.startswith("_")}
+            for j, i in enumerate(members):
+                extras[i] = {k: v[j] for k, v in public.items()}
     finite = np.isfinite(out["train_loss"]).all(1) & np.isfinite(out["test_loss"]).all(1)
     diverged = nonfinite.any(1) | ~finite
     return [RunResult(job=job, metrics={n: out[n][i] for n in RUN_METRICS},
-                      diverged=bool(diverged[i]), mode=mode, group_size=len(units[0]))
+                      diverged=bool(diverged[i]), mode=mode, group_size=len(units[0]),
+                      extras=extras[i])
             for i, job in enumerate(group)]
 
 
@@ -393,7 +418,8 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
                mode: str = "auto", max_group: int | None = None,
                eval_batch_size: int | None = None, progress: bool = True,
                sharing: str = "auto", conv_impl: str = "auto", train_eval: bool = True,
-               sgd_loop: str = "auto", cache: ProgramCache | None = None) -> list[RunResult]:
+               sgd_loop: str = "auto", cache: ProgramCache | None = None,
+               hook: Any = None) -> list[RunResult]:
     """Trains every job, grouped so that compiled programs are shared.
 
     Args:
@@ -407,7 +433,7 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
         progress: show a progress bar (jobs done).
         sharing: program sharing, one of `SHARINGS`.
         conv_impl: convolution implementation, one of `CONV_CHOICES` (`resolve_conv_impl`).
-        train_eval, sgd_loop, cache: see `run_group`.
+        train_eval, sgd_loop, cache, hook: see `run_group`.
 
     Returns:
         Results in the order of `jobs`.
@@ -420,7 +446,7 @@ def train_grid(jobs: Sequence[Job], data: TrainData, *, scale: Scale, epochs: in
             for r in run_group(group, data, scale=scale, epochs=epochs, mode=mode,
                                eval_batch_size=eval_batch_size, sharing=sharing,
                                conv_impl=conv_impl, train_eval=train_eval,
-                               sgd_loop=sgd_loop, cache=cache):
+                               sgd_loop=sgd_loop, cache=cache, hook=hook):
                 results[r.job] = r
             bar.update(len(group))
     return [results[j] for j in jobs]

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -25,11 +27,14 @@ class Model:
         apply_train: `(variables, x, inputs, mask) -> (logits, new batch_stats)`: train-mode
             BatchNorm over the examples where `mask` is True.
         apply_eval: `(variables, x, inputs) -> logits` with eval-mode BatchNorm.
+        call_order: `(inputs) -> tuple of module paths` in the order the forward pass calls
+            the modules (NAP2's "first 65 layers"); None when unknown.
     """
 
     init: Callable
     apply_train: Callable
     apply_eval: Callable
+    call_order: Callable | None = None
 
 
 def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None = None,
@@ -67,18 +72,54 @@ def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None =
     def apply_eval(variables, x, inputs):
         return eval_module.apply(variables, x, *extra(inputs), train=False)
 
-    return Model(init=init or default_init, apply_train=apply_train, apply_eval=apply_eval)
+    def call_order(inputs):
+        order: list[tuple[str, ...]] = []
+
+        def record(next_fun, args, kwargs, context):
+            if context.method_name == "__call__" and context.module.path not in order:
+                order.append(tuple(context.module.path))
+            return next_fun(*args, **kwargs)
+
+        def trace():
+            with nn.intercept_methods(record):
+                variables = dict(module.init(jax.random.key(0), jnp.zeros(
+                    input_shape, jnp.float32), *extra(inputs), train=False))
+            return variables
+
+        jax.eval_shape(trace)
+        return tuple(order)
+
+    return Model(init=init or default_init, apply_train=apply_train, apply_eval=apply_eval,
+                 call_order=call_order)
+
+
+class HookContext(NamedTuple):
+    """What a `StepHook` sees of the step besides parameters and gradients.
+
+    Attributes:
+        batch_stats: the BatchNorm running statistics before the step (with `params`, the
+            network as it was when the gradients were taken).
+        inputs: the model's extra traced inputs.
+        data: the `TrainData` (e.g. for a validation loss at a snapshot).
+    """
+
+    batch_stats: Any
+    inputs: Any
+    data: Any
 
 
 class StepHook(NamedTuple):
     """A state carried through every SGD step inside the jitted step.
 
     Attributes:
-        init: `(params) -> hook state`.
-        update: `(hook_state, step, params, grads) -> hook state`; `step` is the global
-            0-based SGD step (epoch * steps_per_epoch + i), `params` the values the
-            gradients were taken at. Keep it cheap on most steps (e.g. `lax.cond` on
-            `step % S == 0` writing into a preallocated buffer).
+        init: `(params, inputs) -> hook state` (`inputs`: the model's extra inputs).
+        update: `(hook_state, step, params, grads, ctx) -> hook state`; `step` is the global
+            0-based SGD step (epoch * steps_per_epoch + i; after `step` updates), `params`
+            the values the gradients were taken at, `ctx` a `HookContext`. `step` is not
+            batched over a vmapped group, so `lax.cond(step % S == 0, ...)` stays a real
+            branch: keep most steps cheap that way, writing into a preallocated buffer.
+            Grid runs record the hook state's entries whose names do not start with "_"
+            (`nhb.train.RunResult.extras`) when the state is a dict.
     """
 
     init: Callable

@@ -79,12 +79,17 @@ def compile_program(static: TrainStatic, sgd_loop: str, keys: jax.Array, hp: HPa
 
 def host_loop_epoch(t: Trainer, state, hp: HParams, ops: jax.Array, data: TrainData):
     """An epoch as a host loop over one compiled (vmapped) SGD step."""
-    setup = jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0)))
+    # the carry's global step (last entry) is the same for every member: keeping it
+    # unbatched keeps a StepHook's `lax.cond` on it a branch rather than a select
+    c_axes = (0, 0, 0, 0, None)
+    setup = jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0), out_axes=(c_axes, 0)))
     carry, (k_aug, idx, mask) = setup(state, jnp.int32(0), hp)
-    step = jax.jit(jax.vmap(t.sgd_step, in_axes=(0, None, 0, 0, 0, 0, 0, None))).lower(
+    step = jax.jit(jax.vmap(t.sgd_step, in_axes=(c_axes, None, 0, 0, 0, 0, 0, None),
+                            out_axes=(c_axes, 0))).lower(
         carry, jnp.int32(0), idx[:, 0], mask[:, 0], k_aug, hp, ops, data).compile()
     sums = jnp.zeros((ops.shape[0], t.steps), jnp.float32)
-    finish = jax.jit(jax.vmap(t.epoch_finish)).lower(state, carry, sums, sums).compile()
+    finish = jax.jit(jax.vmap(t.epoch_finish, in_axes=(0, c_axes, 0, 0))).lower(
+        state, carry, sums, sums).compile()
 
     def run_epoch(state, epoch_index, hp, ops, data):
         carry, (k_aug, idx, mask) = setup(state, epoch_index, hp)
