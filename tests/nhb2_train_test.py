@@ -122,7 +122,7 @@ def test_unlisted_lr_warns(caplog):
 
 @pytest.mark.parametrize("flag, message", [
     ("--scale=huge", "valid choices: ['paper', 'small', 'tiny']"),
-    ("--dataset=mnist", "valid choices: ['subset', 'cifar10', 'cifar10_npz']"),
+    ("--dataset=mnist", "valid choices: ['subset', 'cifar10', 'cifar10_npz', 'fashion_mnist']"),
     ("--mode=pmap", "valid choices: ['auto', 'vmap', 'sequential']"),
     ("--sgd_loop=python", "valid choices: ['auto', 'scan', 'host']"),
     ("--cells=0|12|3", "not of the form 'A|BC|DEF'"),
