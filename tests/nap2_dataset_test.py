@@ -103,3 +103,21 @@ def test_sample_cells_patterns_and_exclusion():
     assert not set(a) & set(b)
     assert {tuple(conv_edges_of(nhb2.cell_from_string(c))) for c in b} == patterns
     assert D.sample_cells(5, 3) == D.sample_cells(5, 3)
+
+
+def test_ray_executor_records_the_same_snapshots(tmp_path):
+    ray = pytest.importorskip("ray")
+    preset = Preset("nap2_ray", dataset="subset", scale="tiny", epochs=2, cells=("0|12|201",),
+                    lrs=(0.05, 0.2), batch_sizes=(64,), seeds=(222,), max_per_split=64,
+                    train_eval=False, snapshot_every=1, snapshot_count=1,
+                    snapshot_valid_images=32)
+    local = D.build_snapshots(preset, tmp_path / "local", progress=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu"}})
+    try:
+        remote = D.build_snapshots(preset, tmp_path / "ray", executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+    np.testing.assert_allclose(remote.weights, local.weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(remote.valid_loss, local.valid_loss, rtol=1e-5)
+    assert remote.weights[:, 0, :, 0].any()

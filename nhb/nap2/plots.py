@@ -35,6 +35,7 @@ def _front(ax, points: list[dict], metric: str, agent: str) -> None:
 def _agent_figure(section: dict, metric: str, ylabel: str, title: str,
                   path: pathlib.Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     names = sorted(section["agents"][AGENTS[0]], key=lambda s: int(s.split("_")[1]))
     fig = Figure(figsize=(5 * len(names), 3.8))
@@ -43,6 +44,8 @@ def _agent_figure(section: dict, metric: str, ylabel: str, title: str,
         for agent in AGENTS:
             _front(ax, section["agents"][agent][name], metric, agent)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("resources (snapshot intervals of one network)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}, final set of {name.split('_')[1]}")
