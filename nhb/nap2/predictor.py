@@ -34,6 +34,7 @@ from flax import serialization, traverse_util
 from nhb._io import atomic_write, code_version
 from nhb.models.nap2 import (
     FEATURES,
+    MAX_LAYERS,
     ROWS,
     AccuracyLSTM,
     FeatureAutoencoder,
@@ -75,7 +76,7 @@ class PredictorConfig:
     ae_widths: tuple[int, int] = (512, 256)
     ae_embedding: int = 128
     ae_bn_momentum: float = 0.99
-    max_layers: int = 65
+    max_layers: int = MAX_LAYERS
     lstm_epochs: int = 150
     lstm_patience: int = 20
     lstm_learning_rate: float = 1e-3
