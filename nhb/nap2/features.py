@@ -214,9 +214,13 @@ class SnapshotSpec:
 def snapshot_hook(spec: SnapshotSpec, model: Model) -> StepHook:
     """The `nhb.train.StepHook` of `spec` (see the module docstring)."""
 
+    paths_of: list = []  # the model's layer paths, found once (tracing its init is not free)
+
     def layout(params, inputs):
-        order = model.call_order(inputs) if model.call_order is not None else None
-        return kernel_paths(params, order, spec.max_layers)
+        if not paths_of:
+            order = model.call_order(inputs) if model.call_order is not None else None
+            paths_of.append(kernel_paths(params, order, spec.max_layers))
+        return paths_of[0]
 
     def init(params, inputs):
         paths = layout(params, inputs)

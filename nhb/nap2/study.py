@@ -128,7 +128,8 @@ def _cached(path: pathlib.Path, cfg: P.PredictorConfig, fingerprint: str) -> P.P
 
 
 def fit_folds(key: jax.Array, ds: SnapshotDataset, folds: np.ndarray, cfg: StudyConfig,
-              out: pathlib.Path, progress: bool = True) -> list[P.Predictor]:
+              out: pathlib.Path, progress: bool = True
+              ) -> tuple[list[P.Predictor], np.ndarray, np.ndarray]:
     """The per-fold predictors (shared autoencoders, one LSTM per fold), loaded if cached.
 
     Args:
@@ -140,13 +141,14 @@ def fit_folds(key: jax.Array, ds: SnapshotDataset, folds: np.ndarray, cfg: Study
         progress: progress bars.
 
     Returns:
-        One `Predictor` per fold; fold f's never saw fold f's accuracies.
+        (one `Predictor` per fold, fold f's never saw fold f's accuracies; the weight and
+        gradient embeddings [N, K, E] of `ds` under the shared autoencoders).
     """
     pc = cfg.predictor
     fingerprint = json.dumps([ds.name, len(ds), folds.tolist(), cfg.seed])
     cached = [_cached(_predictor_path(out, f), pc, fingerprint) for f in range(cfg.n_folds)]
     if all(c is not None for c in cached):
-        return cached
+        return (cached, *_embeddings(cached[0], ds))
     k_w, k_g, k_l = jax.random.split(key, 3)
     everything = np.ones(len(ds), bool)
     tr, va = P.split_train_valid(ds.cell_class, everything, pc.valid_fraction, cfg.seed)
@@ -166,7 +168,7 @@ def fit_folds(key: jax.Array, ds: SnapshotDataset, folds: np.ndarray, cfg: Study
             n_valid=len(va), study_fingerprint=fingerprint, history=dict(lstm=hist)))
         P.save_predictor(_predictor_path(out, f), pred)
         predictors.append(pred)
-    return predictors
+    return predictors, e_w, e_g
 
 
 def _embeddings(pred: P.Predictor, ds: SnapshotDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -203,10 +205,11 @@ def evaluate_set(key: jax.Array, ds: SnapshotDataset, predicted: np.ndarray,
     per_set, curves, runs = [], [], []
     for i, idx in enumerate(groups):
         x_e = float(np.median(x_end[idx]))
-        per_set.append(ev.rank_quality(predicted[idx], ds.valid_acc[idx], final[idx],
-                                       cfg.spearman_steps, x_e))
-        curves.append(ev.rank_quality(predicted[idx], ds.valid_acc[idx], final[idx],
-                                      tuple(range(1, k + 1)), x_e))
+        curve = ev.rank_quality(predicted[idx], ds.valid_acc[idx], final[idx],
+                                tuple(range(1, k + 1)), x_e)
+        curves.append(curve)  # the report's steps beyond K read the last snapshot
+        per_set.append({m: {str(s): c[str(min(s, k))] for s in cfg.spearman_steps}
+                        for m, c in curve.items()})
         runs.append(ev.run_agents(jax.random.fold_in(key, i), predicted[idx],
                                   ds.valid_loss[idx], final[idx], feats[idx], cards, cfg.grid))
     mean = {m: {s: float(np.nanmean([p[m][s] for p in per_set])) for s in per_set[0][m]}
@@ -246,9 +249,9 @@ def run_study(config: StudyConfig, output_dir: str | os.PathLike, progress: bool
     timings["datasets_s"] = time.time() - t0
     folds = P.cv_folds(train.cell_class, config.n_folds, config.seed)
     t1 = time.time()
-    predictors = fit_folds(jax.random.fold_in(key, 1), train, folds, config, out, progress)
+    predictors, e_w, e_g = fit_folds(jax.random.fold_in(key, 1), train, folds, config, out,
+                                     progress)
     timings["predictor_fit_s"] = time.time() - t1
-    e_w, e_g = _embeddings(predictors[0], train)
     predicted = np.zeros(train.valid_acc.shape, np.float32)
     for f, pred in enumerate(predictors):
         predicted[folds == f] = pred.predict_embedded(e_w[folds == f], e_g[folds == f])
