@@ -113,3 +113,46 @@ def augment_batch(key: jax.Array, images: jax.Array, padding: int = PADDING) -> 
         float32 `[N, H, W, 3]`, normalised; padded pixels equal `normalize(0)`.
     """
     return normalize(random_flip_crop(key, images, padding))
+
+
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Mirrors each image left-right with probability 0.5 (`RandomHorizontalFlip`).
+
+    Args:
+        key: PRNG key.
+        images: `[N, H, W, C]`, any dtype.
+
+    Returns:
+        Images, same shape and dtype.
+    """
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
+def cutout(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
+    """DARTS' `Cutout(length)` per image, on the normalised batch.
+
+    Zeroes rows `[cy - size//2, cy + size//2)` x the same columns (clipped at the border)
+    around a uniform pixel `(cy, cx)`, exactly as DARTS' `utils.Cutout` (an odd `size` cuts
+    `size - 1`).
+
+    Args:
+        key: PRNG key.
+        images: float `[N, H, W, C]` (normalised, as in the reference pipeline).
+        size: side of the square (static); 0 returns `images` unchanged.
+
+    Returns:
+        Images, same shape and dtype.
+    """
+    if size <= 0:
+        return images
+    n, h, w, _ = images.shape
+    k_y, k_x = jax.random.split(key)
+    cy = jax.random.randint(k_y, (n, 1, 1), 0, h)
+    cx = jax.random.randint(k_x, (n, 1, 1), 0, w)
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+    half = size // 2
+    inside = ((rows >= cy - half) & (rows < cy + half)
+              & (cols >= cx - half) & (cols < cx + half))
+    return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)

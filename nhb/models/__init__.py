@@ -55,3 +55,20 @@ from nhb.models.gin import (
 )
 
 __all__ += ["GIN", "GINLayer", "GINRegressor", "compact_graphs", "take_graphs"]
+
+# One-shot supernets taking architecture weights as inputs (DHA / ISTA-NAS, issue #13).
+from nhb.models.darts import (  # noqa: E402
+    DartsNetwork,
+    DartsSupernet,
+    affine_update_mask,
+    darts_param_count,
+)
+from nhb.models.nhb2_supernet import (  # noqa: E402
+    NHB2Supernet,
+    one_hot_alphas,
+    to_cell_net_params,
+)
+
+__all__ += ["DartsNetwork", "DartsSupernet", "NHB2Supernet", "affine_update_mask",
+            "darts_param_count", "one_hot_alphas", "to_cell_net_params"]
+

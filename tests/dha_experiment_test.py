@@ -1,0 +1,52 @@
+"""experiments/dha.py: the command-line contract (summary.json keys, resume, bad flags)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+
+ROOT = pathlib.Path(__file__).parents[1]
+TINY_FLAGS = ["--config.max_train=64", "--config.max_test=64", "--config.batch_size=32",
+              "--config.nhb2_channels=(4,4,4)", "--config.search_epochs=1",
+              "--config.retrain_epochs=1", "--config.progress=False"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cache = jax.config.jax_compilation_cache_dir  # the suite's persistent cache (conftest)
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "dha.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+
+
+def test_binary_writes_the_summary_contract(tmp_path):
+    out = tmp_path / "dha"
+    proc = _run("--variant=dha", "--space=nhb2", f"--output_dir={out}", *TINY_FLAGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("variant", "test_acc", "lr_trajectory", "wd_trajectory", "policy_entropy",
+                "cell", "seconds"):
+        assert key in s, key
+    assert s["variant"] == "dha" and len(s["lr_trajectory"]) == 2
+    assert len(s["cell"].split("|")) == 3 and s["figures"] == ["trajectories.png"]
+    assert (out / "trajectories.png").stat().st_size > 10_000
+    assert set(s["seconds"]) == {"search", "retrain", "eval"}
+    # Rerunning the finished run resumes it: nothing is trained again, same numbers.
+    again = _run("--variant=dha", "--space=nhb2", f"--output_dir={out}", *TINY_FLAGS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["test_acc"] == s["test_acc"] and s2["history"] == s["history"]
+
+
+def test_binary_rejects_an_unknown_variant(tmp_path):
+    proc = _run("--variant=nas_only", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "ista_two_stage" in proc.stderr  # the error lists the valid choices
