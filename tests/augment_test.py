@@ -122,3 +122,44 @@ def test_vmap_over_keys(images: np.ndarray) -> None:
     for i in range(3):
         np.testing.assert_allclose(np.asarray(out[i]), np.asarray(augment_jit(keys[i], images)),
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_cutout_matches_darts_cutout():
+    """DARTS' utils.Cutout: rows/cols [c - L//2, c + L//2) clipped, zeroed, same centres."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nhb.data.augment import cutout
+
+    x = jnp.ones((64, 32, 32, 3), jnp.float32)
+    key = jax.random.PRNGKey(3)
+    for size in (0, 5, 16):
+        out = np.asarray(jax.jit(cutout, static_argnums=2)(key, x, size))
+        if size == 0:
+            np.testing.assert_array_equal(out, np.asarray(x))
+            continue
+        k_y, k_x = jax.random.split(key)
+        cy = np.asarray(jax.random.randint(k_y, (64, 1, 1), 0, 32))[:, 0, 0]
+        cx = np.asarray(jax.random.randint(k_x, (64, 1, 1), 0, 32))[:, 0, 0]
+        for i in range(64):
+            mask = np.ones((32, 32), np.float32)
+            y1, y2 = np.clip([cy[i] - size // 2, cy[i] + size // 2], 0, 32)
+            x1, x2 = np.clip([cx[i] - size // 2, cx[i] + size // 2], 0, 32)
+            mask[y1:y2, x1:x2] = 0.0
+            np.testing.assert_array_equal(out[i], np.broadcast_to(mask[..., None], (32, 32, 3)))
+
+
+def test_random_flip_mirrors_about_half_the_images():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nhb.data.augment import random_flip
+
+    x = jnp.arange(200 * 4 * 5 * 1, dtype=jnp.int32).reshape(200, 4, 5, 1)
+    out = np.asarray(jax.jit(random_flip)(jax.random.PRNGKey(0), x))
+    flipped = np.array([np.array_equal(o, np.asarray(i)[:, ::-1]) for o, i in zip(out, x,
+                                                                                  strict=True)])
+    same = np.array([np.array_equal(o, np.asarray(i)) for o, i in zip(out, x, strict=True)])
+    assert np.all(flipped ^ same) and 70 < flipped.sum() < 130

@@ -16,7 +16,7 @@ from nhb.dha.policy import MAX_ENTROPY
 from nhb.dha.run import load_data, run_dha
 
 TINY = dict(space="nhb2", max_train=64, max_test=64, batch_size=32, nhb2_channels=(4, 4, 4),
-            search_epochs=1, retrain_epochs=1)
+            search_epochs=1, retrain_epochs=1, d_lr=200.0, d_lr_tune=200.0)
 
 
 @pytest.fixture(scope="module")

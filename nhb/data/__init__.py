@@ -3,7 +3,9 @@
 Loading and the official 25k/25k/10k split (`cifar10`), Fashion-MNIST from the Debian package
 `dataset-fashion-mnist` split 30k/30k/10k and padded to 32x32x3 (`fashion_mnist`, also reached
 as `load_dataset("fashion_mnist")`), on-device normalisation and flip/crop augmentation
-(`augment`), and static-shape epoch batching (`batching`).
+(`augment`, with Cutout), DHA's 14 augmentation ops exact to Pillow (`autoaugment`; the
+Pillow reference pipeline is `autoaugment_pil`, imported on demand), and static-shape epoch
+batching (`batching`).
 """
 
 from nhb.data.augment import (
@@ -12,9 +14,19 @@ from nhb.data.augment import (
     STD,
     apply_flip_crop,
     augment_batch,
+    cutout,
     normalize,
+    random_flip,
     random_flip_crop,
     sample_flip_crop_params,
+)
+from nhb.data.autoaugment import (
+    NUM_PAIRS,
+    apply_op,
+    apply_pair,
+    augment_pairs,
+    decode_pairs,
+    sample_magnitudes,
 )
 from nhb.data.batching import epoch_batches, eval_batches, gather_batch, num_batches
 from nhb.data.cifar10 import (
@@ -33,11 +45,17 @@ __all__ = [
     "FASHION_CLASS_NAMES",
     "MEAN",
     "NUM_CLASSES",
+    "NUM_PAIRS",
     "PADDING",
     "STD",
     "Dataset",
     "apply_flip_crop",
+    "apply_op",
+    "apply_pair",
     "augment_batch",
+    "augment_pairs",
+    "cutout",
+    "decode_pairs",
     "epoch_batches",
     "eval_batches",
     "gather_batch",
@@ -45,7 +63,9 @@ __all__ = [
     "load_fashion_mnist",
     "normalize",
     "num_batches",
+    "random_flip",
     "random_flip_crop",
     "sample_flip_crop_params",
+    "sample_magnitudes",
     "split_indices",
 ]

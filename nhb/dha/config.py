@@ -98,8 +98,12 @@ class DHAConfig:
         magnitude / magnitude_tune: cap M of the op magnitudes U(0, M) clipped to 8 in the
             search / retrain phase (paper: [0, 10]).
         temperature: Gumbel-softmax temperature of the per-step pair distribution.
-        d_lr / d_lr_tune / d_momentum: SGD on the policy logits (large: the DA gradient is
-            about loss / (196 * batch) per entry).
+        d_lr / d_lr_tune / d_momentum: SGD on the policy logits. The DA gradient is about
+            loss / (196 * batch) per entry, and the objective feeds back on itself (pairs
+            drawn more often are raised more), so p stays near uniform for a while and then
+            collapses onto one pair; the collapse comes after roughly 6,000 / d_lr steps
+            (measured at batch 64 with uncorrelated losses). 15 keeps the CPU-size runs
+            (a few hundred steps) before it.
         lr_bounds / wd_bounds: clamps of the learned lr and weight decay; both start at the
             midpoint.
         h_lr / h_lr_tune / h_momentum: SGD on (lr, wd).
@@ -125,8 +129,8 @@ class DHAConfig:
     auxiliary: bool = False
     aux_weight: float = 0.4
     batch_size: int = 64
-    search_epochs: int = 6
-    retrain_epochs: int = 3
+    search_epochs: int = 10
+    retrain_epochs: int = 5
     val_ratio: float = 0.2
     proj_dims: int = 7
     alpha_lr: float = 3e-3
@@ -143,8 +147,8 @@ class DHAConfig:
     magnitude: float = 10.0
     magnitude_tune: float = 10.0
     temperature: float = 1.0
-    d_lr: float = 200.0
-    d_lr_tune: float = 200.0
+    d_lr: float = 15.0
+    d_lr_tune: float = 15.0
     d_momentum: float = 0.0
     lr_bounds: tuple[float, float] = (0.005, 0.1)
     wd_bounds: tuple[float, float] = (0.0, 1e-3)
@@ -205,8 +209,8 @@ class DHAConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DHAConfig:
         """The smallest meaningful run (minutes on 2 CPU cores): same pipeline, tiny sizes."""
-        base = dict(max_train=1024, max_test=512, batch_size=32, search_epochs=3,
-                    retrain_epochs=1, darts_channels=4, darts_layers=3,
+        base = dict(max_train=1024, max_test=512, batch_size=32, search_epochs=4,
+                    retrain_epochs=2, darts_channels=4, darts_layers=3,
                     nhb2_channels=(4, 8, 16))
         base.update(overrides)
         return cls.from_dict(base)
