@@ -19,7 +19,7 @@ TINY_DARTS = dict(space="darts", max_train=32, max_test=32, batch_size=16, darts
 
 
 def test_darts_search_gives_a_genotype_and_the_param_limit_rejects():
-    config = DHAConfig.quick(variant="dha", **TINY_DARTS)
+    config = DHAConfig.quick(variant="joint_nas_da", **TINY_DARTS)
     assert config.computes_support_only  # "auto" on DARTS: only the support's ops
     data = load_data(config)
     s = run_dha(config, progress=False, data=data).summary
@@ -39,7 +39,7 @@ def test_darts_search_gives_a_genotype_and_the_param_limit_rejects():
                          make_network(config)).ista.support
     g = to_genotype(np.asarray(initial))
     assert darts_param_count(g, style="dha") > 0
-    strict = DHAConfig.quick(variant="dha", **dict(TINY_DARTS, param_limit_mb=1e-6))
+    strict = DHAConfig.quick(variant="joint_nas_da", **dict(TINY_DARTS, param_limit_mb=1e-6))
     s2 = run_dha(strict, progress=False, data=data).summary
     expected = {"normal": [list(p) for p in g.normal], "reduce": [list(p) for p in g.reduce]}
     assert {k: s2["cell"][k] for k in ("normal", "reduce")} == expected

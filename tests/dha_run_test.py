@@ -13,7 +13,7 @@ import pytest
 
 from nhb.dha.config import VARIANTS, DHAConfig
 from nhb.dha.policy import MAX_ENTROPY
-from nhb.dha.run import load_data, run_dha
+from nhb.dha.run import load_data, load_model, run_dha
 
 TINY = dict(space="nhb2", max_train=64, max_test=64, batch_size=32, nhb2_channels=(4, 4, 4),
             search_epochs=1, retrain_epochs=1, d_lr=200.0, d_lr_tune=200.0)
@@ -78,6 +78,13 @@ def test_resume_gives_the_same_numbers(tmp_path, data):
     assert resumed["lr_trajectory"] == full["lr_trajectory"]
     assert resumed["policy_entropy"] == full["policy_entropy"]
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["cell"] == full["cell"]
+    # The saved model is the run's network: same logits as the in-memory result.
+    result = run_dha(c, tmp_path / "full", progress=False, data=data)  # finished: resumes
+    model = load_model(tmp_path / "full")
+    images = np.asarray(data.test_x[:8])
+    np.testing.assert_allclose(model.predict(images), result.predict(images), rtol=1e-5,
+                               atol=1e-5)
+    assert model.summary["cell"] == full["cell"]
     other = DHAConfig.quick(variant="dha", **dict(TINY, seed=1))
     with pytest.raises(ValueError, match="other settings"):
         run_dha(other, tmp_path / "cut", progress=False, data=data)

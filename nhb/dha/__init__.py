@@ -16,7 +16,7 @@ A run: `python experiments/dha.py --variant=dha --space=nhb2 --output_dir=DIR`.
 
 from nhb.dha.config import VARIANTS, DHAConfig, Variant, get_variant
 from nhb.dha.networks import Network, make_network
-from nhb.dha.run import DHAResult, load_data, run_dha
+from nhb.dha.run import DerivedModel, DHAResult, load_data, load_model, run_dha
 from nhb.dha.step import DHAState, Phase, init_state, make_evaluate, make_step, make_train_epoch
 
 __all__ = [
@@ -24,12 +24,14 @@ __all__ = [
     "DHAConfig",
     "DHAResult",
     "DHAState",
+    "DerivedModel",
     "Network",
     "Phase",
     "Variant",
     "get_variant",
     "init_state",
     "load_data",
+    "load_model",
     "make_evaluate",
     "make_network",
     "make_step",

@@ -333,3 +333,55 @@ def run_dha(config: DHAConfig, output_dir: str | os.PathLike | None = None,
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1))
     return DHAResult(summary=summary, state=state, network=network, module=module,
                      alphas=state.alphas)
+
+
+@dataclasses.dataclass
+class DerivedModel:
+    """A trained DHA network loaded from `model.msgpack` (see `load_model`).
+
+    Attributes:
+        module: the Linen module (computing the derived cell's ops).
+        variables: {"params", "batch_stats"}.
+        alphas: the architecture weights it runs with.
+        summary: the run's `summary.json`.
+    """
+
+    module: Any
+    variables: dict[str, Any]
+    alphas: jax.Array
+    summary: dict[str, Any]
+
+    def predict(self, images: Any) -> jax.Array:
+        """Logits of uint8 images [N, 32, 32, 3] (eval mode, normalised here)."""
+        from nhb.data.augment import normalize
+
+        logits, _ = self.module.apply(self.variables, normalize(jnp.asarray(images)),
+                                      self.alphas, train=False)
+        return logits
+
+
+def load_model(output_dir: str | os.PathLike) -> DerivedModel:
+    """The network a finished `run_dha` saved in `output_dir` (`model.msgpack`).
+
+    Raises:
+        FileNotFoundError: the run has not finished (no model / summary yet).
+    """
+    out = pathlib.Path(output_dir)
+    for name in (SUMMARY_FILE, MODEL_FILE):
+        if not (out / name).exists():
+            raise FileNotFoundError(f"{out / name} is missing: the run in {out} has not "
+                                    "finished (rerun it to resume)")
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    config = DHAConfig.from_dict(summary["config"])
+    network = make_network(config)
+    variables = network.init(jax.random.PRNGKey(0))
+    template = {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                "alphas": jnp.zeros(network.space.alpha_shape, jnp.float32),
+                "support": jnp.zeros(network.space.alpha_shape, bool)}
+    saved = serialization.from_bytes(template, (out / MODEL_FILE).read_bytes())
+    active = support_to_active(saved["support"]) if config.computes_support_only else None
+    return DerivedModel(module=network.module(active),
+                        variables={"params": saved["params"],
+                                   "batch_stats": saved["batch_stats"]},
+                        alphas=jnp.asarray(saved["alphas"]), summary=summary)
+
