@@ -3,6 +3,7 @@
 XLA compilation dominates this suite on CPU, and several test files compile identical
 programs (same tiny network, same shapes). A persistent compilation cache lets those share
 one compile. Set NHB_TEST_JAX_CACHE to choose its folder ("" disables it).
+After each test module JAX's in-memory caches are cleared (see `_release_compiled_programs`).
 Tests also compile with XLA's backend optimisation level 1 (measured on the 2-core CPU: about
 25% less compile time for the tiny training programs, same run time); numbers checked by the
 tests do not depend on it beyond float tolerance. An XLA_FLAGS set by the caller wins.
@@ -25,6 +26,18 @@ if _cache:
 
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's in-memory compiled programs after each test module.
+
+    Every XLA:CPU executable keeps its own memory mappings; a whole-suite process
+    accumulated over 65,530 of them (Linux's default `vm.max_map_count`) and crashed with a
+    segmentation fault. Programs a later module needs again come from the persistent cache.
+    """
+    yield
+    jax.clear_caches()
 
 
 @pytest.fixture(scope="session")

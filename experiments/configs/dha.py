@@ -19,7 +19,7 @@ from nhb.dha.config import DHAConfig
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """`nhb.dha.DHAConfig()`'s fields, plus the binary's `quick`, `progress` and `table`.
+    """`nhb.dha.DHAConfig()`'s fields, plus the binary's `quick` and `progress`.
 
     Returns:
         The config; `quick=True` starts from `DHAConfig.quick()` (fields set explicitly still
@@ -32,5 +32,4 @@ def get_config() -> ml_collections.ConfigDict:
                                                 field_type=field_type)
     c.quick = False
     c.progress = True
-    c.table = ""  # a NAS-HPO-Bench-II table (nhb.bench) to score the derived nhb2 cell on
     return c

@@ -245,17 +245,17 @@ def run_dha(config: DHAConfig, output_dir: str | os.PathLike | None = None,
             return None
         return support_to_active(state.ista.support)
 
-    budget = [math.inf if max_epochs is None else max_epochs]  # epochs left in this call
+    left = math.inf if max_epochs is None else max_epochs  # epochs left in this call
 
     if prog["phase"] == "search":
         phase, bilevel, phase_hpo = phase_of(config, "search")
         for epoch in range(prog["next_epoch"], config.search_epochs):
             if prog["stop"]:  # resumed after the stopping epoch was saved
                 break
-            if budget[0] <= 0:
+            if left <= 0:
                 bar.close()
                 return None
-            budget[0] -= 1
+            left -= 1
             stop = bool(ista.all_frozen(state.ista)) and v.search == "one_stage"
             if not phase_hpo:  # SGD: constant (one-stage) or cosine (two-stage) lr
                 lr = (config.w_lr if v.search == "one_stage"
@@ -291,10 +291,10 @@ def run_dha(config: DHAConfig, output_dir: str | os.PathLike | None = None,
     phase, _, phase_hpo = phase_of(config, "retrain")
     epoch_fn = programs(config, n_train, active, False, phase_hpo)[0]
     for epoch in range(prog["next_epoch"], config.retrain_epochs):
-        if budget[0] <= 0:
+        if left <= 0:
             bar.close()
             return None
-        budget[0] -= 1
+        left -= 1
         if not v.hpo:
             lr = cosine_lr(config, epoch, config.retrain_epochs)
             state = state.replace(hparams={**state.hparams, "learning_rate": jnp.float32(lr)})

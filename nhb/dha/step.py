@@ -13,11 +13,12 @@ Reference order (`../shared/reference/dha.md` §4, `searchmanager_darts.py:543-5
 6. HPO: the hyper batch (un-augmented, from the training set's last `val_ratio` fraction)
    through the network with w' and alpha from the new b; SGD on (lr, wd), clamp.
 
-The variants are flags of one `Phase` (static): which of DA / HPO / code training runs, the
-two-stage search's bi-level code step (b on the hyper batch first, then the weights), which
-BatchNorm affines train, and the retrain phase's fixed alpha and drop-path. Every phase and
-variant composes the same `make_step`; `train_epoch` is a `lax.scan` of it, so a whole epoch
-is one program and `jax.vmap` runs several seeds at once.
+Every variant and phase composes the same `make_step`. What differs is traced (`Phase`:
+DA or crop + flip, code training with freezing, the retrain phase's fixed alpha and
+trainable affines, the magnitude cap; drop-path is an argument) or a static program choice
+(`hpo_step`, the two-stage search's `bilevel` code step, the `active` ops). An epoch is a
+`lax.scan` of the step on accelerators and a host loop over the jitted step on CPUs
+(`make_train_epoch`); `batched=True` runs several seeds at once.
 """
 
 from __future__ import annotations
@@ -220,9 +221,8 @@ def make_step(config: DHAConfig, network: Network, n_train: int,
         h_idx = h0 + jax.random.choice(k_hyper, hn, (bs,), replace=hn < bs)
         x_h, y_h, m_h = normalize(data.train_x[h_idx]), data.train_y[h_idx], jnp.ones(bs, bool)
 
-        def code_step(args):  # two-stage ISTA: b on the held-out batch first
-            b, b_opt, batch_stats = args
-
+        b, b_opt, batch_stats = state.ista.b, state.b_opt, state.batch_stats
+        if bilevel:  # two-stage ISTA: b on the held-out batch first, then the weights
             def code_loss(b):
                 out = forward_loss(state.params, batch_stats, x_h, y_h, m_h,
                                    alphas_of(state, phase, b), drop_prob, k_drop2, True)
@@ -230,11 +230,7 @@ def make_step(config: DHAConfig, network: Network, n_train: int,
 
             g_b, batch_stats = jax.grad(code_loss, has_aux=True)(b)
             upd, b_opt = opts["b"].update(g_b, b_opt, b)
-            return optax.apply_updates(b, upd), b_opt, batch_stats
-
-        b, b_opt, batch_stats = state.ista.b, state.b_opt, state.batch_stats
-        if bilevel:
-            b, b_opt, batch_stats = code_step((b, b_opt, batch_stats))
+            b = optax.apply_updates(b, upd)
 
         (loss, (ce, batch_stats, correct)), (g_w, g_b) = jax.value_and_grad(
             lambda p, b: forward_loss(p, batch_stats, x, y, m, alphas_of(state, phase, b),
@@ -250,39 +246,30 @@ def make_step(config: DHAConfig, network: Network, n_train: int,
         upd = ista.mask_frozen_updates(upd, state.ista.frozen)
         b = jnp.where(phase.train_codes, optax.apply_updates(b, upd), b)
         b_opt = jax.tree.map(lambda a, o: jnp.where(phase.train_codes, a, o), b_opt_new, b_opt)
-        new_state = state.replace(ista=state.ista.replace(b=b))
         frozen = jnp.where(phase.retrain, True,
                            jnp.where(phase.train_codes, state.ista.frozen, False))
         mask = network.affine_mask(state.params, jnp.broadcast_to(frozen, shape))
 
-        def hyper_step(batch_stats):
+        if hpo_step and not bilevel:  # w' differentiable in (lr, wd); the hyper batch at w'
             def hyper(hp):
                 params, w_opt = hpo.unrolled_update(opts["w"], hp, state.params, g_w,
                                                     state.w_opt, mask)
                 out = forward_loss(params, batch_stats, x_h, y_h, m_h,
-                                   alphas_of(new_state, phase, b), drop_prob, k_drop2, False)
+                                   alphas_of(state, phase, b), drop_prob, k_drop2, False)
                 return out[0], (params, w_opt, out[1][1])
 
             (hyper_loss, (params, w_opt, batch_stats)), g_h = jax.value_and_grad(
                 hyper, has_aux=True)(state.hparams)
             upd, h_opt = opts["h"].update(g_h, state.h_opt, state.hparams)
             hparams = hpo.clamp(optax.apply_updates(state.hparams, upd), bounds)
-            return params, w_opt, batch_stats, hparams, h_opt, hyper_loss
-
-        def plain_step(batch_stats):
+        else:  # the scheduled lr in state.hparams
             params, w_opt = hpo.unrolled_update(opts["w"], state.hparams, state.params, g_w,
                                                 state.w_opt, mask)
-            return (params, w_opt, batch_stats, state.hparams, state.h_opt,
-                    jnp.float32(jnp.nan))
-
-        if hpo_step and not bilevel:
-            params, w_opt, batch_stats, hparams, h_opt, hyper_loss = hyper_step(batch_stats)
-        else:
-            params, w_opt, batch_stats, hparams, h_opt, hyper_loss = plain_step(batch_stats)
-        new_state = new_state.replace(
+            hparams, h_opt, hyper_loss = state.hparams, state.h_opt, jnp.float32(jnp.nan)
+        new_state = state.replace(
             params=jax.lax.stop_gradient(params), batch_stats=batch_stats, w_opt=w_opt,
-            hparams=hparams, h_opt=h_opt, tau=tau, tau_opt=tau_opt, b_opt=b_opt,
-            step=state.step + 1)
+            hparams=hparams, h_opt=h_opt, tau=tau, tau_opt=tau_opt,
+            ista=state.ista.replace(b=b), b_opt=b_opt, step=state.step + 1)
         return new_state, (loss, correct, hyper_loss)
 
     return step
