@@ -33,7 +33,9 @@ share no values with it and are unaffected.
 
 The model is a `Model`: how to initialise the variables and apply the network in train and
 eval mode, with optional extra traced `inputs` (NAS-HPO-Bench-II's cell ops, DHA's
-architecture weights) that are vmappable like the hyperparameters. `StepHook` carries a
+architecture weights) that are vmappable like the hyperparameters. A model with `rng_streams`
+(NAGO's head dropout) gets a per-step key, a fold of the step's augmentation key, so the
+same seed gives the same run. `StepHook` carries a
 state through every SGD step inside the jitted step (NAP2's weight/gradient snapshots).
 """
 
@@ -61,7 +63,7 @@ TIME_METRICS = ("train_time", "valid_time", "test_time")
 RUN_METRICS = EPOCH_METRICS + TIME_METRICS
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # the protocol's SGD settings (`HParams` defaults)
 TRAIN_METRICS = ("eval", "running")  # where train_acc/train_loss come from (`Protocol`)
-_TRAIN_EVAL_SALT, _VALID_SALT = 2_000_003, 1_000_003
+_TRAIN_EVAL_SALT, _VALID_SALT, _FORWARD_SALT = 2_000_003, 1_000_003, 3_000_017
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,9 +273,10 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
                           opt_state=opt_state, key=k_run,
                           hook=() if hook is None else hook.init(variables["params"], inputs))
 
-    def loss_fn(params, batch_stats, x, y, m, inputs):
+    def loss_fn(params, batch_stats, x, y, m, inputs, key):
+        extra = (key,) if model.rng_streams else ()
         logits, new_stats = model.apply_train({"params": params, "batch_stats": batch_stats},
-                                              x, inputs, m)
+                                              x, inputs, m, *extra)
         loss, correct = batch_loss(logits, y, m)
         return loss, (new_stats, correct)
 
@@ -289,9 +292,11 @@ def make_train(model: Model, protocol: Protocol, hook: StepHook | None = None) -
 
     def sgd_step(carry, i, row, m, k_aug, hparams, inputs, data):
         params, batch_stats, opt_state, hook_state, step0 = carry
-        x = augment_batch(jax.random.fold_in(k_aug, i), data.train_x[row])
+        k_step = jax.random.fold_in(k_aug, i)
+        x = augment_batch(k_step, data.train_x[row])
         (loss, (batch_stats, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, x, data.train_y[row], m, inputs)
+            params, batch_stats, x, data.train_y[row], m, inputs,
+            jax.random.fold_in(k_step, _FORWARD_SALT))
         if hook is not None:
             ctx = HookContext(batch_stats=carry[1], inputs=inputs, data=data)
             hook_state = hook.update(hook_state, step0 + i, params, grads, ctx)

@@ -29,17 +29,20 @@ class Model:
         apply_eval: `(variables, x, inputs) -> logits` with eval-mode BatchNorm.
         call_order: `(inputs) -> tuple of module paths` in the order the forward pass calls
             the modules (NAP2's "first 65 layers"); None when unknown.
+        rng_streams: Linen RNG streams the train-mode forward draws from (e.g. "dropout");
+            when non-empty `apply_train` takes a fifth argument, a per-step PRNG key.
     """
 
     init: Callable
     apply_train: Callable
     apply_eval: Callable
     call_order: Callable | None = None
+    rng_streams: tuple[str, ...] = ()
 
 
 def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None = None,
                 input_shape: tuple[int, ...] = (1, 32, 32, 3), takes_inputs: bool = True,
-                takes_mask: bool = True) -> Model:
+                takes_mask: bool = True, rng_streams: tuple[str, ...] = ()) -> Model:
     """A `Model` for a Linen module called as `module(x, [inputs], train=..., [mask=...])`.
 
     Args:
@@ -52,6 +55,8 @@ def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None =
         takes_inputs: whether the module takes the extra `inputs` positional argument.
         takes_mask: whether it takes `mask=` (needed for exact BatchNorm statistics on the
             padded last batch; without it, padded examples enter the statistics).
+        rng_streams: RNG streams of the train-mode forward (e.g. ("dropout",)); each gets
+            its own fold of the per-step key.
 
     Returns:
         The `Model`.
@@ -63,8 +68,10 @@ def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None =
         return dict(module.init(key, jnp.zeros(input_shape, jnp.float32), *extra(inputs),
                                 train=False))
 
-    def apply_train(variables, x, inputs, mask):
+    def apply_train(variables, x, inputs, mask, key=None):
         kw = {"mask": mask} if takes_mask else {}
+        if rng_streams:
+            kw["rngs"] = {s: jax.random.fold_in(key, i) for i, s in enumerate(rng_streams)}
         logits, new = module.apply(variables, x, *extra(inputs), train=True,
                                    mutable=["batch_stats"], **kw)
         return logits, new["batch_stats"]
@@ -90,7 +97,7 @@ def linen_model(module: Any, *, eval_module: Any = None, init: Callable | None =
         return tuple(order)
 
     return Model(init=init or default_init, apply_train=apply_train, apply_eval=apply_eval,
-                 call_order=call_order)
+                 call_order=call_order, rng_streams=tuple(rng_streams))
 
 
 class HookContext(NamedTuple):
