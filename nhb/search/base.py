@@ -387,7 +387,7 @@ CPU_FAST_COMPILE_OPTIONS = {**CPU_COMPILE_OPTIONS, "xla_backend_optimization_lev
 
 
 @functools.cache
-def _cpu_options_supported() -> bool:
+def cpu_options_supported() -> bool:
     """Whether this jaxlib knows the options (names change across XLA versions)."""
     try:
         jax.jit(lambda x: x + 1, compiler_options=CPU_FAST_COMPILE_OPTIONS).lower(
@@ -401,7 +401,7 @@ def compiler_options(strategy: Strategy, backend: str | None = None) -> dict[str
     """XLA compile options of `run_many`'s program for `strategy` on `backend` (None: the
     default backend): `CPU_FAST_COMPILE_OPTIONS` for `strategy.cheap_steps`, else
     `CPU_COMPILE_OPTIONS`, on the CPU; none elsewhere (or if this jaxlib lacks them)."""
-    if (backend or jax.default_backend()) != "cpu" or not _cpu_options_supported():
+    if (backend or jax.default_backend()) != "cpu" or not cpu_options_supported():
         return {}
     return dict(CPU_FAST_COMPILE_OPTIONS if strategy.cheap_steps else CPU_COMPILE_OPTIONS)
 

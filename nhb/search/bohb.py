@@ -40,6 +40,10 @@ the space); its cell part is drawn from hpbandster's per-edge distribution (keep
 op w.p. 1 - bw, else uniform over 4) CONDITIONED on the cell being covered: one categorical
 over the covered cells with weights prod_e p_e(c_e) (exact; one uniform). A uniform config is
 uniform over the space. With all 4096 cells covered the cell part is hpbandster's as is.
+
+The categorical KDE (`categorical_stats` / `categorical_pdf`) and `model_min_points` live in
+`nhb.search.kde`, with hpbandster's generator for mixed continuous / integer / categorical
+spaces that `nhb.search.box_bohb` (BOHB for real evaluations) uses.
 """
 
 from __future__ import annotations
@@ -49,12 +53,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from nhb.search import rng, sampling
 from nhb.search.base import put
 from nhb.search.hyperband import Hyperband
+from nhb.search.kde import categorical_pdf as _kde_pdf
+from nhb.search.kde import categorical_stats as _kde_stats
+from nhb.search.kde import model_min_points
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -97,43 +103,6 @@ class KDEState:
     order: jax.Array
     overflow: jax.Array
     fixed_cell: jax.Array
-
-
-def model_min_points(dim: int, min_points: int, top_n_percent: int) -> int:
-    """The number of results at one budget from which hpbandster builds a model there."""
-    for n in range(1, 100_000):
-        n_good = max(min_points, (top_n_percent * n) // 100)
-        n_bad = max(min_points, ((100 - top_n_percent) * n) // 100)
-        if n >= min_points and min(n_good, n) > dim and min(max(n - n_good, 0), n_bad) > dim:
-            return n
-    raise ValueError("no model can ever be built with these settings")
-
-
-def _kde_stats(x: jax.Array, mask: jax.Array, count: jax.Array, cards: tuple[int, ...],
-               min_bw: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Bandwidths [D] and numbers of distinct levels [D] of the masked rows of x [N, D]."""
-    dim = x.shape[1]
-    w = mask[:, None].astype(jnp.float32)
-    c = jnp.maximum(count, 1).astype(jnp.float32)
-    xf = x.astype(jnp.float32)
-    mean = jnp.sum(w * xf, 0) / c
-    std = jnp.sqrt(jnp.sum(w * (xf - mean) ** 2, 0) / c)
-    bw = jnp.maximum(1.06 * std * c ** (-1.0 / (4 + dim)), min_bw)
-    # distinct levels: popcount of the OR of one bit per present category (cards <= 32)
-    assert max(cards) <= 32, cards
-    onehot = jnp.where(mask[:, None], jnp.left_shift(jnp.uint32(1), x.astype(jnp.uint32)),
-                       jnp.uint32(0))
-    seen = jax.lax.reduce(onehot, np.uint32(0), jax.lax.bitwise_or, (0,))
-    return bw, jax.lax.population_count(seen).astype(jnp.int32)
-
-
-def _kde_pdf(xq: jax.Array, x: jax.Array, mask: jax.Array, count: jax.Array, bw: jax.Array,
-             levels: jax.Array) -> jax.Array:
-    """statsmodels KDEMultivariate.pdf with Aitchison-Aitken kernels at query rows xq [K, D]."""
-    other = bw / (levels - 1).astype(jnp.float32)  # inf where a single level, as numpy
-    k = jnp.where(x[None] == xq[:, None], 1.0 - bw, other)  # [K, N, D]
-    dens = jnp.prod(k, -1)
-    return jnp.sum(jnp.where(mask[None], dens, 0.0), -1) / count.astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

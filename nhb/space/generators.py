@@ -16,6 +16,11 @@ dim in [lo, hi] is a float on [lo - 0.49999, hi + 0.49999] rounded to the neares
   are lost; nhb's ASSUMPTION: N int [3, 40], K int [2, 10], P [0.1, 1], which contains
   RandWire's default WS(32, 4, 0.75) per stage (`RNAG_D`, the paper's RNAG-D).
 
+* ranges "tiny" (both families): a sub-box for CPU tests, notebooks and `--quick` runs, NOT a
+  paper setting: every network of the paper's space is a fresh XLA compile, which takes
+  minutes on a 2-core CPU for the larger ones. HNAG: top/bottom N [3, 4], K [2, 3], P [0.1, 1],
+  mid N [1, 2], P [0.1, 1]; RNAG: N [3, 8], K [2, 4], P [0.1, 1].
+
 `sample`, `mutate`, `to_unit`, `from_unit` are jittable; `validate` raises a ValueError that
 names the valid ranges; `to_configspace` exports a ConfigSpace `ConfigurationSpace`.
 """
@@ -31,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 FAMILIES = ("hnag", "rnag")
-RANGES = {"hnag": ("paper", "released"), "rnag": ("nhb",)}
+RANGES = {"hnag": ("paper", "released", "tiny"), "rnag": ("nhb", "tiny")}
 INT, FLOAT = "int", "float"
 _PAD = 0.49999  # ConfigSpace's integer padding
 
@@ -209,7 +214,8 @@ def make(family: str = "hnag", ranges: str | None = None) -> GeneratorSpace:
 
     Args:
         family: "hnag" or "rnag".
-        ranges: HNAG: "paper" (default) or "released"; RNAG: "nhb" (default).
+        ranges: HNAG: "paper" (default), "released" or "tiny"; RNAG: "nhb" (default) or
+            "tiny".
 
     Returns:
         The `GeneratorSpace`.
@@ -222,10 +228,14 @@ def make(family: str = "hnag", ranges: str | None = None) -> GeneratorSpace:
     ranges = ranges or RANGES[family][0]
     if ranges not in RANGES[family]:
         raise ValueError(f"unknown {family} ranges {ranges!r}; valid: {RANGES[family]}")
+    tiny = ranges == "tiny"
     if family == "rnag":
-        dims = sum((_ws(f"stage{s}", (3, 40), (2, 10)) for s in (1, 2, 3)), ())
+        n, k = ((3, 8), (2, 4)) if tiny else ((3, 40), (2, 10))
+        dims = sum((_ws(f"stage{s}", n, k) for s in (1, 2, 3)), ())
         return GeneratorSpace("rnag", ranges, dims)
-    mid_n, mid_p = ((1, 10), (0.1, 1.0)) if ranges == "paper" else ((3, 10), (0.2, 1.0))
-    dims = (*_ws("top", (3, 10)), Dim("mid_n", INT, *mid_n), Dim("mid_p", FLOAT, *mid_p),
-            *_ws("bottom", (3, 10)))
+    mid_n, mid_p = {"paper": ((1, 10), (0.1, 1.0)), "released": ((3, 10), (0.2, 1.0)),
+                    "tiny": ((1, 2), (0.1, 1.0))}[ranges]
+    n, k = ((3, 4), (2, 3)) if tiny else ((3, 10), (2, 5))
+    dims = (*_ws("top", n, k), Dim("mid_n", INT, *mid_n), Dim("mid_p", FLOAT, *mid_p),
+            *_ws("bottom", n, k))
     return GeneratorSpace("hnag", ranges, dims)

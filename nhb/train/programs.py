@@ -77,15 +77,17 @@ def compile_program(static: TrainStatic, sgd_loop: str, keys: jax.Array, hp: HPa
                    epoch_metrics=t.epoch_metrics)
 
 
-def host_loop_epoch(t: Trainer, state, hp: HParams, ops: jax.Array, data: TrainData):
-    """An epoch as a host loop over one compiled (vmapped) SGD step."""
+def host_loop_epoch(t: Trainer, state, hp: HParams, ops: jax.Array, data: TrainData,
+                    compiler_options: dict | None = None):
+    """An epoch as a host loop over one compiled (vmapped) SGD step (XLA `compiler_options`
+    for the step, e.g. a low optimisation level where compiling dominates)."""
     # the carry's global step (last entry) is the same for every member: keeping it
     # unbatched keeps a StepHook's `lax.cond` on it a branch rather than a select
     c_axes = (0, 0, 0, 0, None)
     setup = jax.jit(jax.vmap(t.epoch_setup, in_axes=(0, None, 0), out_axes=(c_axes, 0)))
     carry, (k_aug, idx, mask) = setup(state, jnp.int32(0), hp)
     step = jax.jit(jax.vmap(t.sgd_step, in_axes=(c_axes, None, 0, 0, 0, 0, 0, None),
-                            out_axes=(c_axes, 0))).lower(
+                            out_axes=(c_axes, 0)), compiler_options=compiler_options).lower(
         carry, jnp.int32(0), idx[:, 0], mask[:, 0], k_aug, hp, ops, data).compile()
     sums = jnp.zeros((ops.shape[0], t.steps), jnp.float32)
     finish = jax.jit(jax.vmap(t.epoch_finish, in_axes=(0, c_axes, 0, 0))).lower(
