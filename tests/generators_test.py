@@ -30,7 +30,7 @@ def test_ranges_of_both_hnag_sets_and_rnag():
 def test_bad_names_and_vectors_name_the_valid_choices():
     with pytest.raises(ValueError, match=r"valid: \('hnag', 'rnag'\)"):
         g.make("nago")
-    with pytest.raises(ValueError, match=r"valid: \('paper', 'released', 'tiny'\)"):
+    with pytest.raises(ValueError, match=r"valid: \('paper', 'released', 'cpu', 'tiny'\)"):
         g.make("hnag", "nhb")
     sp = g.make("hnag")
     with pytest.raises(ValueError, match=r"top_n=11.*valid ranges \(paper\): top_n int \[3, 10\]"):

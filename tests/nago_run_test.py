@@ -29,8 +29,8 @@ def fake_evaluate(config, space, vector, budget, data, num_classes=10):
     if x[2] < 0.2:
         return ev._failed(x, 2, budget, "failed", "top: 30 draws were all disconnected")
     acc = 90.0 - 100.0 * float(np.mean((u - 0.3) ** 2)) + 2.0 * budget
-    return ev.Query(list(map(float, x)), 2, float(budget), "ok", acc, float(x.sum()), math.nan,
-                    1000, 4, 0.1, 0.0, "", {})
+    return ev.Query(list(map(float, x)), 2, float(budget), "ok", acc, float(x.sum()), 1000, 4,
+                    0.1, 0.0, "", {})
 
 
 @pytest.fixture
@@ -50,9 +50,12 @@ def test_config_validation_names_choices():
         NAGOConfig(method="nago")
     with pytest.raises(ValueError, match="valid: thirds, released"):
         NAGOConfig(stage_ratios="halves")
+    with pytest.raises(ValueError, match="valid: torch, activations, peak"):
+        NAGOConfig(memory="bytes")
     assert NAGOConfig(method="rnag_mobo").family == "rnag"
     assert run.space_of(NAGOConfig(method="rnag_bohb", ranges="tiny")).ranges == "tiny"
-    assert run.space_of(NAGOConfig(method="rnag_bohb")).ranges == "nhb"
+    assert run.space_of(NAGOConfig(method="rnag_bohb", ranges="paper")).ranges == "nhb"
+    assert run.space_of(NAGOConfig(method="rnag_bohb")).ranges == "cpu"
     assert {m.split("_")[1] for m in METHODS} == set(run.SEARCHES)
 
 
@@ -158,6 +161,8 @@ def test_real_query_trains_a_tiny_network():
     h = graphs.sample(space, x, ev.base_seed_of(cfg))
     width = graphs.channel_multiplier(h, cfg.param_limit)
     assert q.width == width and q.params == param_count(h, width, classes, 32)
+    assert q.memory_mb == memory.torch_memory_per_image_mb(h, width, classes, 32)
+    assert q.graph["ops"] == h.num_ops and q.train_time > 0
     model = ev.fast_model(h, width, classes, 32)
-    assert q.memory_mb == pytest.approx(memory.activation_bytes_per_image(model) / ev.MB)
-    assert q.graph["ops"] == h.num_ops and q.train_time > 0 and math.isnan(q.peak_memory_mb)
+    act = ev.memory_per_sample("activations", model, h, width, classes, 32, 32)
+    assert act == pytest.approx(memory.activation_bytes_per_image(model) / ev.MB)

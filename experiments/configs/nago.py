@@ -6,8 +6,9 @@
 
 Every field can be overridden with `--config.FIELD=VALUE`, e.g. `--config.param_limit=4e6
 --config.min_budget=30 --config.max_budget=120 --config.bohb_iterations=50` (the paper's
-CIFAR-10 BOHB, for an accelerator). Defaults are nhb's CPU scale (0.1M parameters, 1/2/4-epoch
-budgets, 1000 training images); each field is documented in `nhb.nago.config.NAGOConfig`.
+CIFAR-10 BOHB, for an accelerator; add `--config.ranges=paper` for the paper's generator
+ranges). Defaults are nhb's CPU scale (0.1M parameters, 1/2/4-epoch budgets, the "cpu"
+generator box, 512 training images); each field is documented in `nhb.nago.NAGOConfig`.
 """
 
 import dataclasses

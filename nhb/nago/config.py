@@ -21,7 +21,7 @@ from typing import Any
 
 METHODS = ("hnag_bohb", "rnag_bohb", "hnag_mobo", "rnag_mobo", "hnag_rs")
 STAGE_RATIOS = {"thirds": (1 / 3, 1 / 3, 1 / 3), "released": (1.0, 1.0, 1.0)}
-MEMORY_KINDS = ("activations", "peak")
+MEMORY_KINDS = ("torch", "activations", "peak")
 
 
 def family_of(method: str) -> str:
@@ -42,8 +42,9 @@ class NAGOConfig:
 
     Attributes:
         method: one of `METHODS`.
-        ranges: range set, "paper", "released" (HNAG; RNAG uses nhb's ranges for both) or
-            "tiny" (a CPU test box of both families, see `nhb.space.generators`).
+        ranges: range set: "paper", "released" (HNAG; RNAG uses nhb's ranges for both),
+            "cpu" (default: a sub-box whose networks compile in well under a minute on a
+            2-core CPU) or "tiny" (tests; see `nhb.space.generators`).
         seed_scheme: graph seeding, "released" or "legacy" (`nhb.nago.graphs`).
         stage_ratios: "thirds" (the paper's, DESIGN §4) or "released" (1, 1, 1).
         dataset: `nhb.data.load_dataset` name ("subset" = the embedded CIFAR-10 slice).
@@ -59,9 +60,10 @@ class NAGOConfig:
             probably 60 of 120, i.e. half the largest; here max_budget / 2).
         mobo_init: random queries before the first MOBO batch (paper: BOHB data, count lost).
         mobo_batches / mobo_batch_size: MOBO iterations and proposals per batch (paper: 8).
-        memory: the MOBO memory objective, "activations" (bytes saved for backward per
-            image, the proxy that reproduces Table 3) or "peak" (XLA's peak train-step
-            memory per image).
+        memory: memory per sample, the MOBO objective: "torch" (the bytes PyTorch's
+            autograd saves for the authors' network per image, closed form: reproduces the
+            paper's Table-3 MPS), "activations" (the residuals JAX saves) or "peak" (XLA's
+            peak train-step memory); see `nhb.nago.evaluate.memory_per_sample`.
         rs_queries: random-search queries (at max_budget).
         bnn_burn_in / bnn_samples / bnn_keep_every: SGHMC of the BNN surrogates (paper: keep
             every 10th, 100 samples; burn-in lost, pybnn's 3000).
@@ -72,12 +74,12 @@ class NAGOConfig:
     """
 
     method: str = "hnag_bohb"
-    ranges: str = "paper"
+    ranges: str = "cpu"
     seed_scheme: str = "released"
     stage_ratios: str = "thirds"
     dataset: str = "subset"
-    max_train: int | None = 1000
-    max_valid: int | None = 500
+    max_train: int | None = 512
+    max_valid: int | None = 256
     param_limit: float = 1e5
     batch_size: int = 64
     learning_rate: float = 0.1
@@ -92,7 +94,7 @@ class NAGOConfig:
     mobo_init: int = 8
     mobo_batches: int = 1
     mobo_batch_size: int = 8
-    memory: str = "activations"
+    memory: str = "torch"
     rs_queries: int = 8
     bnn_burn_in: int = 3000
     bnn_samples: int = 100

@@ -49,11 +49,8 @@ class Query:
         budget: training epochs.
         status: "ok", "failed" (graphs could not be sampled) or "diverged".
         valid_acc: validation accuracy in % after the last epoch (NaN unless ok).
-        memory_mb: activation bytes saved for backward per image, MB (the proxy that
-            reproduces the paper's Table 3; NaN if failed).
-        peak_memory_mb: XLA's peak train-step memory per image, MB, at the run's batch
-            size (measured only when `config.memory == "peak"`: it needs another compile;
-            NaN otherwise).
+        memory_mb: memory per sample in MiB, of the kind `config.memory` names
+            (`memory_per_sample`; NaN if failed).
         params: trainable parameters (0 if failed).
         width: the base channel count m (0 if failed).
         train_time: seconds of SGD (compilation excluded).
@@ -68,7 +65,6 @@ class Query:
     status: str
     valid_acc: float
     memory_mb: float
-    peak_memory_mb: float
     params: int
     width: int
     train_time: float
@@ -95,6 +91,30 @@ def compile_options(config: NAGOConfig) -> dict[str, Any] | None:
     return None
 
 
+def memory_per_sample(kind: str, model: Any, h: graphs.Hierarchy, width: int,
+                      num_classes: int, image_size: int, batch_size: int) -> float:
+    """Memory per sample in MiB (`nhb.nago.memory`).
+
+    Args:
+        kind: "torch" (the bytes PyTorch's autograd saves for the authors' network at batch
+            8, per image: reproduces the paper's Table-3 MPS; closed form, instant),
+            "activations" (the residuals JAX saves per image; traced) or "peak" (XLA's peak
+            memory of the compiled SGD step per image at `batch_size`; another compile).
+        model: the network's `Model` ("activations", "peak").
+        h, width, num_classes, image_size: the network ("torch").
+        batch_size: the SGD batch size ("peak").
+
+    Returns:
+        MiB per image.
+    """
+    if kind == "torch":
+        return memory.torch_memory_per_image_mb(h, width, num_classes, image_size)
+    shape = (image_size, image_size, 3)
+    if kind == "activations":
+        return memory.activation_bytes_per_image(model, shape) / MB
+    return memory.compiled_memory(model, batch_size, shape).per_image / MB
+
+
 def loss_of(query: dict[str, Any]) -> float:
     """BOHB's loss of a query record: 100 - validation accuracy (inf unless ok)."""
     return 100.0 - query["valid_acc"] if query["status"] == "ok" else float("inf")
@@ -113,8 +133,8 @@ def train_key(config: NAGOConfig, vector: Sequence[float]) -> jax.Array:
 
 def _failed(vector, base_seed, budget, status, reason, graph=None, t=0.0) -> Query:
     nan = float("nan")
-    return Query(list(map(float, vector)), base_seed, float(budget), status, nan, nan, nan, 0,
-                 0, 0.0, t, reason, graph or {})
+    return Query(list(map(float, vector)), base_seed, float(budget), status, nan, nan, 0, 0,
+                 0.0, t, reason, graph or {})
 
 
 def evaluate(config: NAGOConfig, space: GeneratorSpace, vector: Sequence[float],
@@ -170,10 +190,8 @@ def evaluate(config: NAGOConfig, space: GeneratorSpace, vector: Sequence[float],
     train_time = time.perf_counter() - t1
     acc, loss = valid(state, jnp.int32(epochs - 1), ops, data)
     params = int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(state.params)))
-    shape = tuple(int(d) for d in data.train_x.shape[1:])
-    act_mb = memory.activation_bytes_per_image(model, shape) / MB
-    peak_mb = (memory.compiled_memory(model, config.batch_size, shape).per_image / MB
-               if config.memory == "peak" else float("nan"))
+    mem_mb = memory_per_sample(config.memory, model, h, width, num_classes, image_size,
+                               config.batch_size)
     summary = {**graphs.summary(h), "width": width}
     acc_f = float(np.asarray(acc)[0])
     if nonfinite or not np.isfinite(float(np.asarray(loss)[0])):
@@ -181,5 +199,5 @@ def evaluate(config: NAGOConfig, space: GeneratorSpace, vector: Sequence[float],
             _failed(x, seed, budget, "diverged", "non-finite training or validation loss",
                     summary, compile_time), params=params, width=width, train_time=train_time)
     return Query(list(map(float, x)), seed, float(budget), "ok", acc_f,
-                 act_mb, peak_mb, params, width, train_time,
+                 mem_mb, params, width, train_time,
                  compile_time, "", summary)

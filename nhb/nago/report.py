@@ -3,7 +3,7 @@
 * `best`: the query with the highest validation accuracy among those at the largest budget
   that has a successful query (BOHB's incumbent rule: a larger budget beats a smaller one).
 * `pareto`: per generator vector its evaluation at the largest budget, then the points no
-  other point beats in both validation error (%) and memory per sample (MB)
+  other point beats in both validation error (%) and memory per sample (MiB)
   (`nhb.search.selection.pareto_front`).
 * `bnn_table1`: the paper's Table 1 protocol on the collected queries: heteroscedastic vs
   homoscedastic BNN (`nhb.search.bnn.table1`), median test NLL and RMSE over random splits.
@@ -106,7 +106,7 @@ def plot_fronts(runs: dict[str, Sequence[dict]], path: str | pathlib.Path) -> pa
         if front:
             ax.step([p[1] for p in front], [p[0] for p in front], where="post", color=color,
                     label=f"{label} ({len(final)} generators)")
-    ax.set_xlabel("memory per sample (MB, activations saved for backward)")
+    ax.set_xlabel("memory per sample (MiB)")
     ax.set_ylabel("validation error (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -46,8 +46,9 @@ EXECUTORS = ("local", "ray")
 
 def space_of(config: NAGOConfig) -> generators.GeneratorSpace:
     """The generator space a config searches."""
-    if config.family == "rnag":  # RNAG has nhb's ranges, or the tiny test box
-        return generators.make("rnag", "tiny" if config.ranges == "tiny" else None)
+    if config.family == "rnag":  # RNAG: nhb's ranges for "paper" / "released"
+        return generators.make("rnag", config.ranges if config.ranges in ("cpu", "tiny")
+                               else None)
     return generators.make("hnag", config.ranges)
 
 

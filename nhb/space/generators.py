@@ -16,10 +16,12 @@ dim in [lo, hi] is a float on [lo - 0.49999, hi + 0.49999] rounded to the neares
   are lost; nhb's ASSUMPTION: N int [3, 40], K int [2, 10], P [0.1, 1], which contains
   RandWire's default WS(32, 4, 0.75) per stage (`RNAG_D`, the paper's RNAG-D).
 
-* ranges "tiny" (both families): a sub-box for CPU tests, notebooks and `--quick` runs, NOT a
-  paper setting: every network of the paper's space is a fresh XLA compile, which takes
-  minutes on a 2-core CPU for the larger ones. HNAG: top/bottom N [3, 4], K [2, 3], P [0.1, 1],
-  mid N [1, 2], P [0.1, 1]; RNAG: N [3, 8], K [2, 4], P [0.1, 1].
+* ranges "cpu" and "tiny" (both families): sub-boxes of the paper's for a 2-core CPU, NOT
+  paper settings: every network of the space is a fresh XLA compile, which takes minutes on
+  a 2-core CPU for the larger ones (HNAG up to 10 x 10 x 10 ops). "cpu" (the default of
+  `experiments/nago.py` at CPU scale): HNAG top/bottom N [3, 6], K [2, 5], mid N [1, 4]; RNAG
+  N [3, 16], K [2, 6]. "tiny" (tests, notebook, `--quick`): HNAG top/bottom N [3, 4], K [2, 3],
+  mid N [1, 2]; RNAG N [3, 8], K [2, 4]. P ranges as the paper's ([0.1, 1]).
 
 `sample`, `mutate`, `to_unit`, `from_unit` are jittable; `validate` raises a ValueError that
 names the valid ranges; `to_configspace` exports a ConfigSpace `ConfigurationSpace`.
@@ -36,7 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 
 FAMILIES = ("hnag", "rnag")
-RANGES = {"hnag": ("paper", "released", "tiny"), "rnag": ("nhb", "tiny")}
+RANGES = {"hnag": ("paper", "released", "cpu", "tiny"), "rnag": ("nhb", "cpu", "tiny")}
+# (N, K) boxes of the WS graphs and (N, P) of HNAG's middle ER graph per range set
+_WS_BOX = {"paper": ((3, 10), (2, 5)), "released": ((3, 10), (2, 5)), "cpu": ((3, 6), (2, 5)),
+           "tiny": ((3, 4), (2, 3))}
+_ER_BOX = {"paper": ((1, 10), (0.1, 1.0)), "released": ((3, 10), (0.2, 1.0)),
+           "cpu": ((1, 4), (0.1, 1.0)), "tiny": ((1, 2), (0.1, 1.0))}
+_RNAG_BOX = {"nhb": ((3, 40), (2, 10)), "cpu": ((3, 16), (2, 6)), "tiny": ((3, 8), (2, 4))}
 INT, FLOAT = "int", "float"
 _PAD = 0.49999  # ConfigSpace's integer padding
 
@@ -214,8 +222,8 @@ def make(family: str = "hnag", ranges: str | None = None) -> GeneratorSpace:
 
     Args:
         family: "hnag" or "rnag".
-        ranges: HNAG: "paper" (default), "released" or "tiny"; RNAG: "nhb" (default) or
-            "tiny".
+        ranges: HNAG: "paper" (default), "released", "cpu" or "tiny"; RNAG: "nhb"
+            (default), "cpu" or "tiny".
 
     Returns:
         The `GeneratorSpace`.
@@ -228,14 +236,11 @@ def make(family: str = "hnag", ranges: str | None = None) -> GeneratorSpace:
     ranges = ranges or RANGES[family][0]
     if ranges not in RANGES[family]:
         raise ValueError(f"unknown {family} ranges {ranges!r}; valid: {RANGES[family]}")
-    tiny = ranges == "tiny"
     if family == "rnag":
-        n, k = ((3, 8), (2, 4)) if tiny else ((3, 40), (2, 10))
+        n, k = _RNAG_BOX[ranges]
         dims = sum((_ws(f"stage{s}", n, k) for s in (1, 2, 3)), ())
         return GeneratorSpace("rnag", ranges, dims)
-    mid_n, mid_p = {"paper": ((1, 10), (0.1, 1.0)), "released": ((3, 10), (0.2, 1.0)),
-                    "tiny": ((1, 2), (0.1, 1.0))}[ranges]
-    n, k = ((3, 4), (2, 3)) if tiny else ((3, 10), (2, 5))
+    (n, k), (mid_n, mid_p) = _WS_BOX[ranges], _ER_BOX[ranges]
     dims = (*_ws("top", n, k), Dim("mid_n", INT, *mid_n), Dim("mid_p", FLOAT, *mid_p),
             *_ws("bottom", n, k))
     return GeneratorSpace("hnag", ranges, dims)
