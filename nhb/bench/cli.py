@@ -1,10 +1,11 @@
 """Shared command-line plumbing: the `--table` flag (one help text, one resolution) and errors.
 
-Every binary that reads a table takes `--table` as a build directory (its `table.nhb`) or a
-table file, resolved by `nhb.bench.load_table` (`table_path`), plus demo names where the
-binary offers them ('random': `random_table`). `main_guard` turns the user errors these
-raise (`TableError`, `ValueError`, missing files) into one `error: ...` line and exit status 1
-instead of a traceback.
+Every binary that reads a table takes `--table` as a build directory (its `table.nhb`), a
+table file (`nhb.bench.load_table`), or a folder of the official pickles
+(`nhb.bench.official_data.load_official_dir`: sha256-verified, converted once, cached), plus
+demo names where the binary offers them ('random': `random_table`). `main_guard` turns the
+user errors these raise (`TableError`, `ValueError`, missing files) into one `error: ...` line
+and exit status 1 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from nhb.bench.fake import random_table
+from nhb.bench.official_data import UNVERIFIED_PREFIX, is_official_dir, load_official_dir
 from nhb.bench.table import TABLE_HELP, Table, load_table
 
 RANDOM_HELP = " Or 'random' for a synthetic demo table (random_table; not real data)."
@@ -36,7 +38,9 @@ def define_table_flag(extra_help: str = RANDOM_HELP, flag_values=None):
 
 
 def load_table_arg(spec: str | None, random_seed: int = 0) -> tuple[Table, str]:
-    """The table of a `--table` value: a build directory, a table file or 'random'.
+    """The table of a `--table` value: a build directory, a table file, a folder of the
+    official pickles (verified against the package's sha256 manifest, converted once and
+    cached; `unverified:DIR` accepts files the manifest does not know), or 'random'.
 
     Args:
         spec: the flag value.
@@ -52,6 +56,10 @@ def load_table_arg(spec: str | None, random_seed: int = 0) -> tuple[Table, str]:
         raise ValueError(f"--table is required. {TABLE_HELP}")
     if spec == "random":
         return random_table(random_seed), f"random_table({random_seed})"
+    unverified = spec.startswith(UNVERIFIED_PREFIX)
+    folder = spec[len(UNVERIFIED_PREFIX):] if unverified else spec
+    if unverified or is_official_dir(folder):
+        return load_official_dir(folder, allow_unknown=unverified), f"official data {folder}"
     return load_table(spec), str(spec)
 
 

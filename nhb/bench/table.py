@@ -48,7 +48,8 @@ METRICS = RUN_METRICS  # the per-run metric columns, defined in nhb.train.engine
 AVG_ACC_200 = "avg_acc_200"
 TABLE_FILE = "table.nhb"  # a build directory's table (see `nhb.bench.build`)
 TABLE_HELP = ("Table: a build directory (its table.nhb) or a table file (.nhb), as written by "
-              "nhb.bench.build / save_table.")
+              "nhb.bench.build / save_table, or a folder of the official pickles (sha256-"
+              "verified; 'unverified:DIR' accepts digests the manifest does not know).")
 _ALIGN = 64
 
 
