@@ -266,8 +266,8 @@ def from_string(code: str, lr: float = LRS[0], batch_size: int = BATCH_SIZES[0])
         The config (scalar batch shape).
     """
     cell = cell_from_string(code)
-    lr_idx = _value_index(lr, LRS, "learning rate")
-    bs_idx = _value_index(batch_size, BATCH_SIZES, "batch size")
+    lr_idx = value_index(lr, LRS, "learning rate")
+    bs_idx = value_index(batch_size, BATCH_SIZES, "batch size")
     return make(cell, lr_idx, bs_idx)
 
 
@@ -294,13 +294,15 @@ def from_keys(keys: Sequence[tuple[str, float, int]]) -> Config:
         if code not in code_index:
             cell_from_string(code)  # raises the descriptive error
         cells.append(code_index[code])
-        lrs.append(lr_index[lr] if lr in lr_index else _value_index(lr, LRS, "learning rate"))
-        bss.append(bs_index[bs] if bs in bs_index else _value_index(bs, BATCH_SIZES,
+        lrs.append(lr_index[lr] if lr in lr_index else value_index(lr, LRS, "learning rate"))
+        bss.append(bs_index[bs] if bs in bs_index else value_index(bs, BATCH_SIZES,
                                                                      "batch size"))
     return make(cell_from_index(np.asarray(cells, np.int32)), lrs, bss)
 
 
-def _value_index(value: float, choices: Sequence[float], what: str) -> int:
+def value_index(value: float, choices: Sequence[float], what: str) -> int:
+    """The index of `value` among `choices` (relative tolerance 1e-6); a ValueError names the
+    valid choices."""
     for i, c in enumerate(choices):
         if np.isclose(float(value), c, rtol=1e-6, atol=0):
             return i
