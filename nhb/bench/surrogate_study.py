@@ -73,13 +73,11 @@ def load_data(table: Table, cells: str = "auto", metric: str = "test_acc", epoch
 def scatter(path: pathlib.Path, y: np.ndarray, predictions: dict[str, np.ndarray],
             report: dict) -> None:
     """Predicted-vs-true scatter, one panel per model, R^2 in the titles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     names = list(predictions)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(names), 4.2))
+    axes = fig.subplots(1, len(names), squeeze=False)
     lo, hi = float(np.min(y)), float(np.max(y))
     for ax, m in zip(axes[0], names, strict=True):
         ax.scatter(y, predictions[m], s=3, alpha=0.4)
@@ -91,7 +89,6 @@ def scatter(path: pathlib.Path, y: np.ndarray, predictions: dict[str, np.ndarray
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
 
 

@@ -91,12 +91,10 @@ def plot_fronts(runs: dict[str, Sequence[dict]], path: str | pathlib.Path) -> pa
     Returns:
         The path.
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for i, (label, queries) in enumerate(runs.items()):
         color = f"C{i}"
         final = final_queries(queries)
@@ -113,7 +111,6 @@ def plot_fronts(runs: dict[str, Sequence[dict]], path: str | pathlib.Path) -> pa
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -53,10 +53,7 @@ def plot_regret(results: list[dict], budget: float, path: pathlib.Path,
         path: PNG file.
         labels: method name -> legend label.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     from nhb.search.study import LABELS
 
@@ -65,7 +62,8 @@ def plot_regret(results: list[dict], budget: float, path: pathlib.Path,
     t_min = min((float(f.min()) for f in firsts if f.size), default=1.0)
     t_max = max(budget, *(float(r["traj"].time[:, -1].max()) for r in results))
     grid = np.geomspace(max(t_min, 1e-3), max(t_max, 2 * max(t_min, 1e-3)), 300)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for r in results:
         mean, half = regret_curve(r["traj"], r["scores"].regret, grid)
         line, = ax.plot(grid, mean, label=labels.get(r["name"], r["name"]))
@@ -79,7 +77,6 @@ def plot_regret(results: list[dict], budget: float, path: pathlib.Path,
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _nullable(a: np.ndarray) -> list:

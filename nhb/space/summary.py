@@ -101,12 +101,10 @@ def write_json(info: dict[str, Any], path: str | os.PathLike) -> None:
 
 def plot(info: dict[str, Any], path: str | os.PathLike) -> None:
     """Class-size histogram and parameter-count histogram side by side (PNG)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    a, b = fig.subplots(1, 2)
     hist = info["class_size_histogram"]
     a.bar([str(s) for s in hist], list(hist.values()))
     a.set_yscale("log")
@@ -119,4 +117,3 @@ def plot(info: dict[str, Any], path: str | os.PathLike) -> None:
     fig.suptitle("NAS-HPO-Bench-II: 4096 cells, 1011 classes")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
