@@ -13,6 +13,9 @@ axes are the table's own learning rates and batch sizes):
   mean vs the ratio (top) and the difference between consecutive ratios (bottom; a(2r) - a(r)
   on the full grid).
 - `analysis.json`: the numbers behind the figures.
+
+`plot_pareto(table_or_benchmark, path)` draws the multi-objective view: accuracy vs
+parameters (or FLOPs) of every stored config, with the Pareto front highlighted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import warnings
 
 import numpy as np
 
+from nhb.bench.api import FIELDS, Benchmark
+from nhb.bench.objectives import objective_tables, scale_of_meta
 from nhb.bench.table import Table
+from nhb.search.selection import pareto_front
 from nhb.space import cells as _cells
 from nhb.space import nhb2
 
@@ -209,3 +215,109 @@ def write_figures(table: Table, out_dir: str | pathlib.Path, max_lines: int = 10
                    seed_spread_share_above_1=share)
     (out / "analysis.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def pareto_points(source: Table | Benchmark, metric: str = "valid", objective: str = "params",
+                  epoch: int | None = None, seed: str | int = "official") -> dict:
+    """Accuracy and model size of every stored config, and the accuracy / size Pareto front.
+
+    Args:
+        source: a `Table` or a `Benchmark` (its stored rows x learning rates x batch sizes).
+        metric: "valid" or "test" accuracy.
+        objective: "params" or "flops" (`nhb.bench.objectives`; lower is better).
+        epoch: 1..n_epochs (None: the last, 12 for the benchmark).
+        seed: "official" (the smallest seed), "mean" (NaN-aware) or an int seed index.
+
+    Returns:
+        Dict: acc, size (float [P], P = rows x lrs x bss, NaN accuracies kept), front (bool [P]),
+        codes, lrs, bss (each point's cell code, lr and batch-size values), the args, and
+        seed_desc (e.g. "seed 222").
+    """
+    if metric not in ("valid", "test") or objective not in ("params", "flops"):
+        raise ValueError(f"metric {metric!r} / objective {objective!r} is invalid; valid "
+                         "choices: metric 'valid' or 'test', objective 'params' or 'flops'")
+    if isinstance(source, Benchmark):
+        e = source.n_epochs if epoch is None else epoch
+        source._check_epoch(e)
+        acc = np.asarray(source.packed[..., e - 1, FIELDS.index(f"{metric}_acc")])
+        cells = np.asarray(source.cells)
+        size = np.asarray(getattr(source, f"{objective}_of_cell"))[cells]
+        lrs = np.asarray(nhb2.LRS)[list(source.space.lrs)]
+        bss = np.asarray(nhb2.BATCH_SIZES)[list(source.space.bss)]
+        official, seeds = source.official_seed, source.seeds
+    else:
+        e = source.n_epochs if epoch is None else epoch
+        if not 1 <= e <= source.n_epochs:
+            raise ValueError(f"epoch {e} is invalid; valid choices: 1..{source.n_epochs}")
+        acc = source.metrics[f"{metric}_acc"][..., e - 1]
+        cells = np.asarray(source.cells)
+        size = getattr(objective_tables(**scale_of_meta(source.meta)), objective)[cells]
+        lrs, bss = np.asarray(source.lrs), np.asarray(source.batch_sizes)
+        official, seeds = int(np.argmin(source.seeds)), tuple(source.seeds)
+    if seed == "mean":
+        acc = _nanmean(acc, -1)
+    elif seed == "official" or (isinstance(seed, int) and 0 <= seed < acc.shape[-1]):
+        acc = acc[..., official if seed == "official" else seed]
+    else:
+        raise ValueError(f"seed {seed!r} is invalid; valid choices: 'official', 'mean' or "
+                         f"0..{acc.shape[-1] - 1}")
+    rows, n_lr, n_bs = acc.shape
+    acc = np.asarray(acc, np.float64).reshape(-1)
+    size = np.repeat(np.asarray(size, np.float64), n_lr * n_bs)
+    codes = [_cells.code_of(_cells.digits_of_index(int(c))) for c in cells]
+    return dict(acc=acc, size=size, front=pareto_front(size, acc),
+                codes=np.repeat(np.asarray(codes), n_lr * n_bs),
+                lrs=np.tile(np.repeat(lrs, n_bs), rows), bss=np.tile(bss, rows * n_lr),
+                metric=metric, objective=objective, epoch=e, seed=seed,
+                seed_desc="seed mean" if seed == "mean" else
+                f"seed {seeds[official if seed == 'official' else seed]}")
+
+
+def plot_pareto(source: Table | Benchmark, path: str | pathlib.Path, metric: str = "valid",
+                objective: str = "params", epoch: int | None = None,
+                seed: str | int = "official") -> list[dict]:
+    """Accuracy vs parameters (or FLOPs) of all stored configs, the Pareto front highlighted.
+
+    Args:
+        source: a `Table` or a `Benchmark`.
+        path: the PNG to write (its directory is created).
+        metric, objective, epoch, seed: as `pareto_points` (default: the 12-epoch validation
+            accuracy of the official seed against the parameter count).
+
+    Returns:
+        The front's configs, by increasing size: dicts of code, lr, batch_size, size, acc.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = pareto_points(source, metric, objective, epoch, seed)
+    idx = np.nonzero(p["front"])[0]
+    idx = idx[np.lexsort((-p["acc"][idx], p["size"][idx]))]
+    front = [dict(code=str(p["codes"][i]), lr=float(p["lrs"][i]), batch_size=int(p["bss"][i]),
+                  size=int(p["size"][i]), acc=float(p["acc"][i])) for i in idx]
+    unit = 1e6 if objective == "flops" else 1e3
+    label = "MFLOPs (multiply-adds)" if objective == "flops" else "parameters (thousands)"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ok = np.isfinite(p["acc"])
+    ax.scatter(p["size"][ok] / unit, p["acc"][ok], s=6, alpha=0.25, color="tab:gray",
+               lw=0, label=f"configs ({int(ok.sum())})")
+    if len(idx):
+        ax.step(p["size"][idx] / unit, p["acc"][idx], where="post", color="tab:red", lw=1)
+        ax.scatter(p["size"][idx] / unit, p["acc"][idx], s=24, color="tab:red", zorder=3,
+                   label=f"Pareto front ({len(idx)})")
+        for f in front:
+            ax.annotate(f"{f['code']} lr={f['lr']:g} bs={f['batch_size']}",
+                        (f["size"] / unit, f["acc"]), fontsize=6, xytext=(3, -9),
+                        textcoords="offset points")
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"{metric} accuracy (%), epoch {p['epoch']}")
+    ax.set_title(f"{metric} accuracy vs {objective} ({p['seed_desc']})")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return front

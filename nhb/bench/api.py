@@ -14,6 +14,8 @@ Costs follow `nashpobench2api` (docs/protocol.md §5; see `nhb.bench.official`):
 - epoch 200 returns the 200-epoch test accuracy (table `avg_acc_200`, or an attached
   surrogate's prediction) and costs nothing.
 
+Queries also return the cell's parameters and FLOPs (`nhb.bench.objectives`; multi-objective).
+
 Costs are summed in float64 on the host and stored as float32. A `Benchmark` is a pytree, so it
 is passed into jitted functions as an argument (not baked in as a constant).
 
@@ -39,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from nhb.bench.objectives import objective_tables, scale_of_meta
 from nhb.bench.subspace import SearchSpace
 from nhb.bench.table import AVG_ACC_200, Table, load_table
 from nhb.space import nhb2
@@ -66,6 +69,8 @@ class QueryResult:
         valid_loss: validation loss (NaN for official data, which has none).
         test_loss: test loss.
         cost: simulated seconds charged (0 for epoch 200).
+        params: int32 parameters of the queried cell's network, stored or not (None only in
+            hand-built results); flops: int32 MACs of its forward pass of one image.
     """
 
     valid_acc: jax.Array
@@ -73,6 +78,8 @@ class QueryResult:
     valid_loss: jax.Array
     test_loss: jax.Array
     cost: jax.Array
+    params: jax.Array | None = None
+    flops: jax.Array | None = None
 
 
 @jax.tree_util.register_pytree_node_class
@@ -87,6 +94,8 @@ class Benchmark:
         acc_200: float32 [rows, lrs, bss] 200-epoch test accuracy (NaN if unavailable).
         row_of_cell: int32 [4096] table row of each cell (-1 where its class is absent).
         cells: int32 [rows] cell index of each row.
+        params_of_cell, flops_of_cell: int32 [4096] parameters / MACs of each cell's network
+            at the table's scale (`nhb.bench.objectives.objective_tables`).
         seeds: the training seeds (static).
         official_seed: index of the seed the official client reads (the smallest; static).
         has_200: whether 200-epoch values are available (static).
@@ -94,7 +103,7 @@ class Benchmark:
             indices, `space.is_full`, `space.n_configs`.
     """
 
-    _CHILDREN = ("packed", "acc_200", "row_of_cell", "cells")
+    _CHILDREN = ("packed", "acc_200", "row_of_cell", "cells", "params_of_cell", "flops_of_cell")
     _STATIC = ("seeds", "official_seed", "has_200", "space")
 
     def __init__(self, table: Table | str | os.PathLike, surrogate: SurrogateLike | None = None,
@@ -137,6 +146,9 @@ class Benchmark:
         self.acc_200 = jnp.asarray(acc_200)
         self.row_of_cell = jnp.asarray(table.row_of_cell, jnp.int32)
         self.cells = jnp.asarray(table.cells, jnp.int32)
+        objectives = objective_tables(**scale_of_meta(table.meta))
+        self.params_of_cell = jnp.asarray(objectives.params, jnp.int32)
+        self.flops_of_cell = jnp.asarray(objectives.flops, jnp.int32)
         self.seeds = tuple(int(x) for x in table.seeds)
         self.official_seed = int(np.argmin(table.seeds))
         self.has_200 = has_200
@@ -186,7 +198,8 @@ class Benchmark:
 
         Returns:
             `QueryResult` of the batch shape (NaN for configs outside the table's space: a
-            cell whose class, or an lr / batch size, is not stored; concrete configs raise).
+            cell whose class, or an lr / batch size, is not stored; concrete configs raise),
+            with the cells' parameter counts and FLOPs.
         """
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is invalid; valid choices: {list(MODES)}")
@@ -194,8 +207,10 @@ class Benchmark:
         if not isinstance(cfgs.cell, jax.core.Tracer):
             self._check_configs(cfgs)
         epoch = self.n_epochs if epoch is None else epoch
-        rows = self.row_of_cell[nhb2.cell_index(cfgs.cell)]
+        index = nhb2.cell_index(cfgs.cell)
+        rows = self.row_of_cell[index]
         shape = rows.shape
+        objectives = dict(params=self.params_of_cell[index], flops=self.flops_of_cell[index])
         missing = rows < 0
         rows = jnp.maximum(rows, 0)
         lr, bs = cfgs.lr, cfgs.bs
@@ -208,7 +223,7 @@ class Benchmark:
             v = jnp.where(missing, jnp.nan, self.acc_200[rows, lr, bs])
             nan = jnp.full(shape, jnp.nan, jnp.float32)
             return QueryResult(valid_acc=nan, test_acc=v, valid_loss=nan, test_loss=nan,
-                               cost=jnp.zeros(shape, jnp.float32))
+                               cost=jnp.zeros(shape, jnp.float32), **objectives)
         self._check_epoch(epoch)
         e = jnp.broadcast_to(jnp.asarray(epoch, jnp.int32) - 1, shape)
         n_lrs, n_bss, n_seeds, n_epochs = self.packed.shape[1:5]
@@ -227,7 +242,7 @@ class Benchmark:
         rec = jnp.where(missing[..., None], jnp.nan, rec)
         cost = rec[..., 4] if mode == "valid" else rec[..., 5]
         return QueryResult(valid_acc=rec[..., 0], test_acc=rec[..., 1], valid_loss=rec[..., 2],
-                           test_loss=rec[..., 3], cost=cost)
+                           test_loss=rec[..., 3], cost=cost, **objectives)
 
     def acc200(self, cfgs: nhb2.Config) -> jax.Array:
         """The 200-epoch test accuracy of configs (NaN where unavailable); jittable."""
