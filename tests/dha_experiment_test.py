@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
-import jax
+from binary_util import run_binary
 
-ROOT = pathlib.Path(__file__).parents[1]
 TINY_FLAGS = ["--config.max_train=64", "--config.max_test=64", "--config.batch_size=32",
               "--config.nhb2_channels=(4,4,4)", "--config.search_epochs=1",
               "--config.retrain_epochs=1", "--config.progress=False"]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cache = jax.config.jax_compilation_cache_dir  # the suite's persistent cache (conftest)
-    if cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "dha.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=900, check=False)
+def _run(*args: str):
+    return run_binary("dha.py", *args)
 
 
 def test_binary_writes_the_summary_contract(tmp_path):

@@ -1,46 +1,29 @@
-"""Executes experiments/notebooks/dha.ipynb at tiny settings (NHB_DHA_SIZE=tiny) with nbclient.
+"""Executes experiments/notebooks/dha.ipynb at tiny settings (NHB_DHA_SIZE=tiny) with nbclient
+(`notebook_util`); the tiny settings are those of `dha_run_test.TINY`, so the training
+program comes from the suite's persistent compilation cache."""
 
-The kernel and the compilation cache are set up as for the NAP2 notebook
-(`nap2_notebook_test`); the tiny settings are those of `dha_run_test.TINY`, so the training
-program comes from the suite's persistent compilation cache.
-"""
-
-import json
 import pathlib
 
-import pytest
-from nap2_notebook_test import _MISSING, _share_jax_cache, _this_python_kernel
+from notebook_util import (
+    assert_committed_without_outputs,
+    execute,
+    images,
+    needs_notebook_tools,
+    stream_text,
+)
 
 NOTEBOOK = pathlib.Path(__file__).parents[1] / "experiments" / "notebooks" / "dha.ipynb"
 
 
 def test_notebook_is_committed_without_outputs():
-    nb = json.loads(NOTEBOOK.read_text())
-    assert nb["nbformat"] == 4 and nb["metadata"]["kernelspec"]["name"] == "python3"
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    assert_committed_without_outputs(NOTEBOOK)
 
 
-@pytest.mark.skipif(bool(_MISSING), reason=f"executing notebooks needs {', '.join(_MISSING)} "
-                                           "(pip install -e '.[test]')")
+@needs_notebook_tools
 def test_notebook_runs_dha_and_ista_at_tiny_settings(tmp_path, monkeypatch):
-    import nbclient
-    import nbformat
-
-    work = tmp_path / "work"
-    work.mkdir()
-    _this_python_kernel(tmp_path / "jupyter", monkeypatch)
-    _share_jax_cache(monkeypatch)
-    monkeypatch.setenv("NHB_DHA_SIZE", "tiny")
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(work)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # ops, pairs, trajectories, derived cells
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, work = execute(NOTEBOOK, tmp_path, monkeypatch, {"NHB_DHA_SIZE": "tiny"})
+    assert len(images(outputs)) == 4  # ops, pairs, trajectories, derived cells
+    text = stream_text(outputs)
     assert "DHA: test acc" in text and "One-Stage ISTA: test acc" in text
     assert "top pairs after the run" in text
     assert not list(work.iterdir())

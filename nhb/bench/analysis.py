@@ -86,9 +86,10 @@ def analyse(table: Table) -> dict:
 
 def plot_fig3(a: dict, table: Table, path: pathlib.Path) -> None:
     """lr x batch-size heatmap and the scaling-rule curves."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax, bx = fig.subplots(1, 2)
     im = ax.imshow(a["heatmap"], cmap="viridis", origin="lower", aspect="auto")
     for i in range(a["heatmap"].shape[0]):
         for j in range(a["heatmap"].shape[1]):
@@ -117,15 +118,15 @@ def plot_fig3(a: dict, table: Table, path: pathlib.Path) -> None:
                 transform=bx.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_fig4(a: dict, path: pathlib.Path) -> float | None:
     """Histogram of the seed spread; returns the share above 1 % (None with one seed)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     spread = a.get("seed_spread")
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     share = None
     if spread is None or not spread.size:
         ax.text(0.5, 0.5, "needs >= 2 seeds", ha="center", va="center", transform=ax.transAxes)
@@ -138,15 +139,14 @@ def plot_fig4(a: dict, path: pathlib.Path) -> float | None:
     ax.set_ylabel("count")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return share
 
 
 def plot_fig5(a: dict, path: pathlib.Path, max_lines: int) -> None:
     """Per-architecture and per-group accuracy vs the batch size / lr ratio."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    fig = plt.figure(figsize=(13, 5))
+    fig = Figure(figsize=(13, 5))
     grid = fig.add_gridspec(2, 4)
     ax = fig.add_subplot(grid[:, 0])
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
@@ -180,7 +180,6 @@ def plot_fig5(a: dict, path: pathlib.Path, max_lines: int) -> None:
             bottom.set_ylabel("a(r') - a(r)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_figures(table: Table, out_dir: str | pathlib.Path, max_lines: int = 1011,
@@ -196,9 +195,6 @@ def write_figures(table: Table, out_dir: str | pathlib.Path, max_lines: int = 10
     Returns:
         The `analysis.json` dict.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(table)
@@ -287,10 +283,7 @@ def plot_pareto(source: Table | Benchmark, path: str | pathlib.Path, metric: str
     Returns:
         The front's configs, by increasing size: dicts of code, lr, batch_size, size, acc.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     p = pareto_points(source, metric, objective, epoch, seed)
     idx = np.nonzero(p["front"])[0]
@@ -299,7 +292,8 @@ def plot_pareto(source: Table | Benchmark, path: str | pathlib.Path, metric: str
                   size=int(p["size"][i]), acc=float(p["acc"][i])) for i in idx]
     unit = 1e6 if objective == "flops" else 1e3
     label = "MFLOPs (multiply-adds)" if objective == "flops" else "parameters (thousands)"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ok = np.isfinite(p["acc"])
     ax.scatter(p["size"][ok] / unit, p["acc"][ok], s=6, alpha=0.25, color="tab:gray",
                lw=0, label=f"configs ({int(ok.sum())})")
@@ -319,5 +313,4 @@ def plot_pareto(source: Table | Benchmark, path: str | pathlib.Path, metric: str
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return front
