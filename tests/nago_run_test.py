@@ -99,6 +99,9 @@ def test_resume_never_retrains_a_finished_query(fake, tmp_path, monkeypatch):
     other = NAGOConfig.quick(method="hnag_rs", rs_queries=4, learning_rate=0.05)
     run.run_nago(other, tmp_path, progress=False)  # other settings: the log is not reused
     assert len(fake) == 8
+    mem = NAGOConfig.quick(method="hnag_rs", rs_queries=4, memory="activations")
+    run.run_nago(mem, tmp_path, progress=False)  # another memory measure: queried again
+    assert len(fake) == 12
 
 
 def test_mobo_loop_proposes_new_points_and_skips_failures(fake, tmp_path):

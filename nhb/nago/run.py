@@ -68,7 +68,7 @@ def load_data(dataset: str, max_train: int | None, max_valid: int | None
 def fingerprint(config: NAGOConfig) -> str:
     """Settings that change a query's result (not the search's own settings)."""
     keys = ("ranges", "seed_scheme", "stage_ratios", "dataset", "max_train", "max_valid",
-            "param_limit", "batch_size", "learning_rate", "weight_decay", "seed")
+            "param_limit", "batch_size", "learning_rate", "weight_decay", "memory", "seed")
     d = {k: getattr(config, k) for k in keys} | {"family": config.family}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
