@@ -6,7 +6,7 @@ r"""Per-config cost of the evosax-style adapter against the raw batched query AP
 gather does not depend on the values). Goal (issue 15): the adapter within 2x of the raw API
 per config. Reported: microseconds per config (median of `--repeats`) and the ratio.
 
-    python benchmarks/adapter_speed.py [--sizes=100,10000] [--repeats=20]
+    python benchmarks/adapter_speed.py [--sizes=100,10000] [--repeats=200]
 
 Writes `benchmarks/results/adapter_speed_<backend>.json`.
 """
@@ -43,7 +43,7 @@ def main() -> None:
     """Runs the measurement and writes the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,10000")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--output_json", default=None)
     args = ap.parse_args()
     problem = NHB2Problem(bench.Benchmark(bench.random_table(0)))
