@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nhb.models.layers import assemble_variables
+
 
 def _rules(shapes: Any) -> tuple[list, list]:
     normal, uniform = [], []  # (path, shape, scale)
@@ -73,21 +75,8 @@ def fast_init(key: jax.Array, shapes: Any) -> dict[str, Any]:
             drawn[p] = flat[offset:offset + size].reshape(shape) * scale
             offset += size
 
-    def build(tree: dict, path: tuple) -> dict:
-        out = {}
-        for name, sub in tree.items():
-            p = (*path, name)
-            if isinstance(sub, dict):
-                out[name] = build(sub, p)
-            elif p in drawn:
-                out[name] = drawn[p]
-            elif name.startswith("merge_w") or name in ("scale", "var"):
-                out[name] = jnp.ones(sub.shape, jnp.float32)
-            else:
-                out[name] = jnp.zeros(sub.shape, jnp.float32)
-        return out
-
-    return build(dict(shapes), ())
+    return assemble_variables(
+        shapes, drawn, lambda name: name.startswith("merge_w") or name in ("scale", "var"))
 
 
 def fast_model(h: Any, width: int, num_classes: int = 10, image_size: int = 32) -> Any:

@@ -9,7 +9,7 @@ reproduces PyTorch's defaults: kaiming-uniform(a=sqrt(5)) weights, U(-1/sqrt(fan
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -93,6 +93,21 @@ def fast_torch_init(key: Array, shapes: Any) -> dict[str, Any]:
         drawn[p] = (flat[offset:offset + size].reshape(leaf.shape) * bound).astype(leaf.dtype)
         offset += size
 
+    return assemble_variables(shapes, drawn, lambda name: name in ("scale", "var"))
+
+
+def assemble_variables(shapes: Any, drawn: dict[tuple[Any, ...], Array],
+                       is_one: Callable[[str], bool]) -> dict[str, Any]:
+    """The variables tree of `shapes` with the drawn leaves, ones and zeros elsewhere.
+
+    Args:
+        shapes: variables tree of arrays or `jax.ShapeDtypeStruct`s.
+        drawn: leaf path (tuple of keys) -> its value.
+        is_one: whether an undrawn leaf (by its name) starts at 1 (else 0).
+
+    Returns:
+        The tree, undrawn leaves in their shapes' dtypes.
+    """
     def build(tree: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
         out = {}
         for name, sub in tree.items():
@@ -101,7 +116,7 @@ def fast_torch_init(key: Array, shapes: Any) -> dict[str, Any]:
                 out[name] = build(sub, p)
             elif p in drawn:
                 out[name] = drawn[p]
-            elif name in ("scale", "var"):
+            elif is_one(name):
                 out[name] = jnp.ones(sub.shape, sub.dtype)
             else:
                 out[name] = jnp.zeros(sub.shape, sub.dtype)
