@@ -60,6 +60,8 @@ _QUERY_SEED = flags.DEFINE_string("query_seed", "official", "Seed of the queries
 _MAX_QUERIES = flags.DEFINE_integer("max_queries", 0, "Trajectory length (0: a bound "
                                     "derived from the table's cheapest query).")
 _RANDOM_SEED = flags.DEFINE_integer("random_table_seed", 0, "Seed of --table=random.")
+_WORKERS = flags.DEFINE_integer("n_workers", 1, "Simulated asynchronous workers per run (1: "
+                                "sequential, as the paper).", lower_bound=1)
 _CACHE = flags.DEFINE_string("compilation_cache", "", "Directory of JAX's persistent "
                              "compilation cache (reruns then skip most of the compile time); "
                              "'none': off; empty: $NHB_JAX_CACHE, else JAX's configured "
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> None:
                         seed=_SEED.value, bohb_mode=_BOHB_MODE.value,
                         query_seed=_QUERY_SEED.value, max_queries=_MAX_QUERIES.value,
                         n_queries=_AUTO_QUERIES.value or None, table_desc=desc,
-                        compilation_cache=_CACHE.value or None)
+                        compilation_cache=_CACHE.value or None, n_workers=_WORKERS.value)
     print(table3_markdown(summary))
     print(f"budget: {summary['budget_rule']}\nwrote {out}/summary.json, table3.md, "
           f"fig6_regret.png, trajectories/ (total {summary['total_wall_s']:.1f} s)")

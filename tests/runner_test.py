@@ -1,5 +1,7 @@
 """Tests for the simulated-time runner (nhb.search.base) and its randomness (nhb.search.rng)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +181,112 @@ def test_compiler_options_follow_the_strategy_and_backend():
         assert search.compiler_options(search.make(name), "cpu") == fast
     for name in ("bohb", "bohb_re"):  # the KDE needs optimised code
         assert search.compiler_options(search.make(name), "cpu") == base.CPU_COMPILE_OPTIONS
+
+
+# ----------------------------------------------------------------- asynchronous workers
+
+
+def _batched_jit(f):
+    """`f` jitted as a batch of one: the runner's vmapped programs compute BOHB's KDE in
+    another order than the unbatched ones, which can flip an exact tie between candidates."""
+    one = lambda x: jax.tree.map(lambda a: a[None], x)
+    return jax.jit(lambda *a: jax.tree.map(lambda x: x[0], jax.vmap(f)(*one(a))))
+
+
+def event_loop(key: jax.Array, s: search.Strategy, p, b: Benchmark, budget: float, q: int,
+               n_workers: int) -> dict:
+    """The reference simulation: a Python event loop over a heap of running queries (float64
+    clock), asking the jitted strategy one query at a time whenever a worker is free."""
+    import heapq
+    import math
+
+    s = s.on(b.space) if s.space is None else s
+    ask = _batched_jit(lambda k, st: s.ask(k, st, p))
+    tell = _batched_jit(lambda st, c, f, cost: s.tell(st, c, f, p, cost))
+    flags = _batched_jit(lambda st: (s.unchecked(st, p), s.done(st, p), s.ready(st, p)))
+    query = jax.jit(lambda c, e: b.query(c, e, mode="valid"))
+    st = s.init(rng.step_key(key, 0xFFFFFFFF), p)
+    clock, d, free, running = 0.0, 0, n_workers, []
+    log = dict(time=[], epoch=[], index=[], best_index=[], max_running=0)
+
+    def fill():
+        nonlocal st, d, free
+        while free and d < q:
+            unchecked, done, ready = (bool(x) for x in flags(st))
+            if not ((clock < budget or unchecked) and not done and ready):
+                break
+            cfg, epoch, st = ask(rng.step_key(key, d), st)
+            res = query(cfg, epoch)
+            cost = float(res.cost)
+            heapq.heappush(running, (clock + (cost if math.isfinite(cost) else 0.0), d, cfg,
+                                     int(epoch), float(res.valid_acc), cost))
+            d, free = d + 1, free - 1
+        log["max_running"] = max(log["max_running"], len(running))
+
+    fill()
+    best = best_index = None
+    while running:
+        clock, _, cfg, epoch, acc, cost = heapq.heappop(running)
+        free += 1
+        st = tell(st, cfg, jnp.float32(acc), jnp.float32(cost))
+        index = int(nhb2.to_index(cfg))
+        if best is None or acc > best:
+            best, best_index = acc, index
+        for k, v in (("time", clock), ("epoch", epoch), ("index", index),
+                     ("best_index", best_index)):
+            log[k].append(v)
+        fill()
+    return log
+
+
+@pytest.mark.parametrize("name,n_workers", [("rs", 1), ("rs", 4), ("re", 4),
+                                            ("reinforce", 3), ("hyperband", 4),
+                                            ("bohb", 4), ("rs_re", 4), ("bohb_re", 3)])
+def test_workers_equal_a_python_event_loop(name, n_workers, b):
+    """Each run's trajectory (completion order, finish times, epochs, incumbents) equals the
+    event loop's; N workers keep up to N queries running and make about N times as many."""
+    s = search.make(name)
+    if isinstance(s, search.Sequential):
+        s = dataclasses.replace(s, hpo_budget=1500.0)
+    p = s.default_params()
+    budget, q = 6000.0, 400
+    key = jax.random.key(11)
+    trajs = jax.tree.map(np.asarray, search.run_many(key, s, p, b, budget, 2, q,
+                                                     n_workers=n_workers))
+    seq = np.asarray(search.run_many(key, s, p, b, budget, 2, q).n_queries)
+    for i in range(2):
+        ref = event_loop(rng.step_key(key, i), s, p, b, budget, q, n_workers)
+        tr, n = _one(trajs, i), len(ref["index"])
+        assert int(tr.n_queries) == n and not tr.truncated
+        np.testing.assert_array_equal(tr.index[:n], ref["index"])
+        np.testing.assert_array_equal(tr.epoch[:n], ref["epoch"])
+        np.testing.assert_array_equal(tr.best_index[:n], ref["best_index"])
+        np.testing.assert_allclose(tr.time[:n], ref["time"], rtol=1e-6)
+        assert np.all(np.diff(tr.time[:n]) >= 0)
+        assert ref["max_running"] == n_workers
+        if name in ("rs", "re", "reinforce"):  # budget-bound: about N times the queries
+            assert n >= 0.7 * n_workers * seq[i]
+
+
+def test_workers_hyperband_keeps_its_stages_and_ties_finish_in_dispatch_order():
+    """Every query costs 10 s per epoch, so queries of one stage finish together: the ties
+    complete in dispatch order (as the event loop), and synchronous Hyperband with 4 workers
+    asks exactly the sequential run's queries (its promotions wait for the stage's results)."""
+    t = bench.random_table(3, n_seeds=1)
+    metrics = dict(t.metrics, train_time=np.full_like(t.metrics["train_time"], 10.0),
+                   valid_time=np.zeros_like(t.metrics["valid_time"]))
+    b = Benchmark(dataclasses.replace(t, metrics=metrics))
+    s = search.Hyperband(n_iterations=4)
+    key = jax.random.key(2)
+    q = s.iteration_queries(4)
+    one, four = (jax.tree.map(np.asarray, search.run_many(key, s, (), b, 0.0, 1, q,
+                                                          n_workers=w)) for w in (1, 4))
+    assert int(one.n_queries[0]) == int(four.n_queries[0]) == q
+    pairs = lambda tr: sorted(zip(tr.index[0], tr.epoch[0], strict=True))
+    assert pairs(one) == pairs(four)
+    # brackets 9-3-1 at 1/4/12 epochs, 3-1 at 4/12, 3 at 12, 9-3-1: 330 + 240 + 360 + 330 s
+    # in sequence; on 4 workers a stage of n takes ceil(n / 4) rounds: 190 + 160 + 120 + 190
+    assert (one.time[0, -1], four.time[0, -1]) == (1260.0, 660.0)
+    ref = event_loop(rng.step_key(key, 0), s, (), b, 0.0, q, 4)
+    np.testing.assert_array_equal(four.index[0], ref["index"])
+    np.testing.assert_array_equal(four.time[0], ref["time"])

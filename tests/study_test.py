@@ -56,6 +56,20 @@ def test_budget_scaled_to_the_table(sub_table):
     assert not study.paper_comparable(full, 20000.0, "official")
 
 
+def test_run_study_with_workers(sub_table):
+    """Four simulated workers make about four times the sequential queries in the same
+    (wall-clock) budget, and the summary records the workers."""
+    b = Benchmark(sub_table)
+    one, four = (study.run_study(b, "rs", runs=4, seed=1, log=None, n_workers=w)
+                 for w in (1, 4))
+    assert (one["n_workers"], four["n_workers"]) == (1, 4)
+    n1, n4 = (s["methods"]["rs"]["queries"]["mean"] for s in (one, four))
+    assert 3.0 * n1 <= n4 <= 4.0 * n1 + 4
+    assert four["methods"]["rs"]["truncated_runs"] == 0
+    with pytest.raises(ValueError, match="n_workers must be a positive integer"):
+        study.run_study(b, "rs", runs=1, log=None, n_workers=0)
+
+
 def test_run_study_on_a_sub_grid_table(sub_table, tmp_path):
     b = Benchmark(sub_table)
     summary = study.run_study(b, "rs,re,bohb", runs=5, output_dir=tmp_path, seed=1, log=None)

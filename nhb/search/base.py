@@ -9,7 +9,11 @@ A strategy is a static Python object with pure, jittable methods over pytrees (e
   accuracy (%) (NaN for a failed/absent entry) and `cost` the simulated seconds charged;
 - `done(state, params) -> bool`: the strategy has finished (e.g. BOHB's fixed iterations);
 - `unchecked(state, params) -> bool`: the next query is made whatever the clock says (the
-  reference RE fills its initial population without checking the budget).
+  reference RE fills its initial population without checking the budget);
+- `ready(state, params) -> bool`: another query may be asked while earlier ones still run
+  (several workers; default True). With asynchronous workers `tell`s come in the order the
+  queries finish, not the order they were asked: a strategy must tell by `cfg`, not by
+  "the config last asked".
 
 Shape-determining settings (population size, buffer sizes) are constructor arguments; numeric
 settings live in a `params` pytree (`default_params()`).
@@ -27,11 +31,26 @@ budget is checked before each query, so the crossing query still counts), every 
 as the official client charges it, and the incumbent is the config of the strictly best
 validation accuracy so far (the client's log: the first query always becomes the incumbent,
 later ones only if strictly greater — so NaN never wins, and a NaN first query stays). A query
-whose cost is not finite (a cell absent from the table) is charged 0 s. `run_many` runs many
+whose cost is not finite (a cell absent from the table) is charged 0 s.
+
+Asynchronous workers (`n_workers` = N): each query occupies a worker from its dispatch until
+its finish time (dispatch time + cost, on the simulated clock); whenever a worker is free the
+strategy is asked (if the clock is below the budget, or `unchecked`, and the strategy is not
+`done` and is `ready`), and queries are told and recorded in the order they finish (ties: the
+first dispatched first), the clock then jumping to that finish. So the trajectory's `time`
+is the simulated wall clock and the incumbent the best query finished by then; queries
+started before the budget run to their end, like the sequential crossing query. N = 1 is the
+sequential protocol above exactly (`tests/runner_test.py` holds it to a Python event loop and
+`tests/search_test.py` to the golden hashes). This is the synchronous kind of Hyperband /
+BOHB (Syne Tune's `SynchronousHyperbandScheduler`): a stage's promotions wait for all of its
+results; hpbandster instead opens the next bracket for idle workers meanwhile. `run_many`
+runs many
 searches, with keys `rng.step_key(key, run_index)` (run index = seed), in lockstep as one
-program: a `lax.while_loop` over query steps (or `lax.scan` over all `max_queries`, same
-results) whose body is the vmapped step of every run, a finished run writing padding; `run`
-is the same program for one run.
+program: a `lax.while_loop` over completed queries (or `lax.scan` over all `max_queries`,
+same results) whose body is the vmapped step of every run, a finished run writing padding;
+`run` is the same program for one run. The d-th query dispatched by a run is asked with
+`rng.step_key(key, d)` (with `seed="random"`, its table seed drawn from `step_key` of that
+key, 1).
 
 Compile time (these programs are compiled once per method and run in well under a second on
 the CPU, so compiling dominates): the loop carries the runs' states and writes each step's
@@ -106,6 +125,13 @@ class Strategy:
         del state, params
         return jnp.bool_(False)
 
+    def ready(self, state: Any, params: Any) -> jax.Array:
+        """Whether another query may be asked while earlier ones are still running (with
+        several workers; default: always). A strategy whose next proposal needs results it
+        has asked for (a Hyperband stage's promotions) says False until they are told."""
+        del state, params
+        return jnp.bool_(True)
+
     def overflowed(self, state: Any) -> jax.Array:
         """Whether a fixed-size buffer of the strategy overflowed (default: never)."""
         del state
@@ -160,22 +186,30 @@ class Trajectory:
 
 @struct.dataclass
 class _Run:
-    """One run's loop state (the loop carries it with a leading runs axis): the state after
-    the last tell and the pending ask, whether the run still wants to query (the budget or
-    the strategy) and whether it queries next (`wants` and `max_queries` not reached), and the
-    pending query (`cfg`, `epoch`)."""
+    """One run's loop state (the loop carries it with a leading runs axis): the strategy's
+    state after its last tell and asks, the clock (the last completion), the queries told
+    (`n`) and dispatched (`d`), the incumbent, whether the run still wanted to query at its
+    last dispatch (the budget or the strategy), and its workers [W]: busy, the finish time
+    (double-float) and dispatch number of each running query, and the query itself with the
+    table's answer, told when it finishes."""
 
     key: jax.Array
     state: Any
     t_hi: jax.Array
     t_lo: jax.Array
     n: jax.Array
+    d: jax.Array
     best_index: jax.Array
     best_valid: jax.Array
     wants: jax.Array
-    go: jax.Array
+    busy: jax.Array
+    f_hi: jax.Array
+    f_lo: jax.Array
+    qid: jax.Array
     cfg: nhb2.Config
     epoch: jax.Array
+    acc: jax.Array
+    cost: jax.Array
 
 
 @struct.dataclass
@@ -252,69 +286,97 @@ def _bind(strategy: Strategy, bench: Benchmark) -> Strategy:
 
 def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
               budget: float | jax.Array, max_queries: int, seed: str | int,
-              loop: str) -> Trajectory:
-    """The runs of keys [R] in lockstep: one loop over query steps whose body is the vmapped
-    step of every run; a run that is done keeps its state and writes padding.
+              loop: str, n_workers: int = 1) -> Trajectory:
+    """The runs of keys [R] in lockstep, each with `n_workers` simulated workers: one loop
+    whose step completes each run's earliest-finishing query (tell, record) and refills its
+    free workers (ask, query, charge); a run with nothing running writes padding.
 
-    Each step makes the query asked in the previous step, tells it, and asks the next one
-    (the loop carries the pending query; the first step only asks), so the proposal is a
-    materialised loop value when `tell` broadcasts it into the strategy's buffers: XLA:CPU
-    would otherwise fuse the whole proposal (hashing, sampling, BOHB's KDE) into those
-    updates and redo it per element.
+    A query is made (looked up) when it is dispatched and told when its worker finishes, so
+    what `tell` broadcasts into the strategy's buffers is a loop value (the worker's slot):
+    XLA:CPU would otherwise fuse the whole proposal (hashing, sampling, BOHB's KDE) into
+    those updates and redo it per element.
     """
     if loop not in ("while", "scan"):
         raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
+    if int(n_workers) < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
     strategy = _bind(strategy, bench)
     budget = jnp.asarray(budget, jnp.float32)
-    q = max_queries
+    q, w_n = max_queries, int(n_workers)
     f32, i32 = jnp.float32, jnp.int32
+    slot = jnp.arange(w_n)
 
-    def prepare(r: _Run) -> _Run:
-        """Whether the run queries next and, if so, its next query (asked)."""
+    def dispatch(r: _Run) -> _Run:
+        """Asks and starts one query on the first free worker, if the run wants one (clock
+        before the budget or `unchecked`, not `done`), may (`ready`) and has room (`q`)."""
         clock_ok = clock_before(r.t_hi, r.t_lo, budget) | strategy.unchecked(r.state, params)
         wants = clock_ok & ~strategy.done(r.state, params)
-        go = wants & (r.n < q)
-        cfg, epoch, state = strategy.ask(rng.step_key(r.key, r.n), r.state, params)
-        state = jax.tree.map(lambda a, b: jnp.where(go, a, b), state, r.state)
-        return r.replace(state=state, wants=wants, go=go, cfg=cfg,
-                         epoch=jnp.asarray(epoch, i32))
+        free = ~r.busy
+        go = wants & (r.d < q) & jnp.any(free) & strategy.ready(r.state, params)
+        cfg, epoch, state = strategy.ask(rng.step_key(r.key, r.d), r.state, params)
+        epoch = jnp.asarray(epoch, i32)
+        k_seed = rng.step_key(rng.step_key(r.key, r.d), 1) if seed == "random" else None
+        res = bench.query(cfg, epoch, seed=seed, mode="valid", key=k_seed)
+        f_hi, f_lo = clock_add(r.t_hi, r.t_lo, jnp.where(jnp.isfinite(res.cost), res.cost, 0.0))
+        hit = (slot == jnp.argmax(free)) & go
+        set_ = lambda a, v: jnp.where(hit.reshape(hit.shape + (1,) * (a.ndim - 1)),
+                                      jnp.asarray(v, a.dtype), a)
+        return r.replace(
+            state=jax.tree.map(lambda a, b: jnp.where(go, a, b), state, r.state),
+            d=r.d + go, wants=wants, busy=r.busy | hit, f_hi=set_(r.f_hi, f_hi),
+            f_lo=set_(r.f_lo, f_lo), qid=set_(r.qid, r.d),
+            cfg=jax.tree.map(set_, r.cfg, cfg), epoch=set_(r.epoch, epoch),
+            acc=set_(r.acc, res.valid_acc), cost=set_(r.cost, res.cost))
+
+    def refill(r: _Run) -> _Run:
+        """Fills the free workers (one dispatch per worker at most)."""
+        if w_n == 1:
+            return dispatch(r)
+        return jax.lax.fori_loop(0, w_n, lambda _, x: dispatch(x), r)
 
     def init(key: jax.Array) -> _Run:
-        """Nothing pending: the loop's first step only asks."""
+        """No query yet; every worker free; then the first dispatches at time 0."""
         z = jnp.zeros((), f32)
         state = strategy.init(rng.step_key(key, 0xFFFFFFFF), params)
-        cfg = nhb2.make(jnp.zeros(6, jnp.int8), jnp.zeros((), i32), jnp.zeros((), i32))
-        return _Run(key=key, state=state, t_hi=z, t_lo=z, n=jnp.zeros((), i32),
-                    best_index=jnp.full((), -1, i32), best_valid=jnp.full((), jnp.nan, f32),
-                    wants=jnp.bool_(False), go=jnp.bool_(False), cfg=cfg,
-                    epoch=jnp.full((), strategy.full_epoch, i32))
+        cfg = nhb2.make(jnp.zeros((w_n, 6), jnp.int8), jnp.zeros(w_n, i32), jnp.zeros(w_n, i32))
+        zw = jnp.zeros(w_n, f32)
+        r = _Run(key=key, state=state, t_hi=z, t_lo=z, n=jnp.zeros((), i32),
+                 d=jnp.zeros((), i32), best_index=jnp.full((), -1, i32),
+                 best_valid=jnp.full((), jnp.nan, f32), wants=jnp.bool_(False),
+                 busy=jnp.zeros(w_n, bool), f_hi=zw, f_lo=zw, qid=jnp.zeros(w_n, i32),
+                 cfg=cfg, epoch=jnp.zeros(w_n, i32), acc=zw, cost=zw)
+        return refill(r)
 
     def step(r: _Run) -> tuple[_Run, _Record]:
-        """Makes the pending query (if the run goes), tells and records it; asks the next."""
-        k_seed = rng.step_key(rng.step_key(r.key, r.n), 1) if seed == "random" else None
-        cfg = r.cfg
-        res = bench.query(cfg, r.epoch, seed=seed, mode="valid", key=k_seed)
-        acc, cost = res.valid_acc, res.cost
+        """Completes the earliest-finishing query (ties: the first dispatched), tells and
+        records it at its finish time; refills the free workers."""
+        inf = jnp.float32(jnp.inf)
+        first = r.busy & (r.f_hi == jnp.min(jnp.where(r.busy, r.f_hi, inf)))
+        first &= r.f_lo == jnp.min(jnp.where(first, r.f_lo, inf))
+        w = jnp.argmin(jnp.where(first, r.qid, jnp.iinfo(jnp.int32).max))
+        active = jnp.any(r.busy)
+        cfg = jax.tree.map(lambda a: a[w], r.cfg)
+        acc, cost, epoch = r.acc[w], r.cost[w], r.epoch[w]
         state = strategy.tell(r.state, cfg, acc, params, cost)
-        t_hi, t_lo = clock_add(r.t_hi, r.t_lo, jnp.where(jnp.isfinite(cost), cost, 0.0))
+        t_hi, t_lo = r.f_hi[w], r.f_lo[w]
         index = nhb2.to_index(cfg).astype(i32)
         better = (r.n == 0) | (acc > r.best_valid)
         best_index = jnp.where(better, index, r.best_index)
         best_valid = jnp.where(better, acc, r.best_valid)
-        rec = _Record(time=t_hi + t_lo, cost=cost, epoch=r.epoch, index=index, valid_acc=acc,
+        rec = _Record(time=t_hi + t_lo, cost=cost, epoch=epoch, index=index, valid_acc=acc,
                       best_index=best_index, best_valid=best_valid)
         told = r.replace(state=state, t_hi=t_hi, t_lo=t_lo, n=r.n + 1, best_index=best_index,
-                         best_valid=best_valid)
-        keep = lambda a, b: jnp.where(r.go, a, b)
-        return prepare(jax.tree.map(keep, told, r)), jax.tree.map(keep, rec, pad)
+                         best_valid=best_valid, busy=r.busy & (slot != w))
+        keep = lambda a, b: jnp.where(active, a, b)
+        return jax.tree.map(keep, refill(told), r), jax.tree.map(keep, rec, pad)
 
     runs = jax.vmap(init)(keys)
     n_runs = runs.n.shape[0]
     pad = _pad_record(())
-    # step t (0..q) makes query t - 1; step 0 only asks, its records (padding) are dropped
+    # step t makes query t's record (the t-th completion); at most q queries are dispatched
     if loop == "while":
         def cond(c: tuple[jax.Array, _Run, _Record]) -> jax.Array:
-            return (c[0] <= q) & ((c[0] == 0) | jnp.any(c[1].go))
+            return (c[0] < q) & jnp.any(c[1].busy)
 
         def body(c: tuple[jax.Array, _Run, _Record]) -> tuple[jax.Array, _Run, _Record]:
             t, runs, recs = c
@@ -322,10 +384,9 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
             return t + 1, runs, jax.tree.map(lambda a, v: a.at[t].set(v), recs, rec)
 
         _, runs, recs = jax.lax.while_loop(cond, body, (jnp.zeros((), i32), runs,
-                                                        _pad_record((q + 1, n_runs))))
+                                                        _pad_record((q, n_runs))))
     else:
-        runs, recs = jax.lax.scan(lambda r, _: jax.vmap(step)(r), runs, None, length=q + 1)
-    recs = jax.tree.map(lambda a: a[1:], recs)
+        runs, recs = jax.lax.scan(lambda r, _: jax.vmap(step)(r), runs, None, length=q)
     recs = jax.tree.map(lambda a: a.T, recs)  # [runs, q]
     final_time = (runs.t_hi + runs.t_lo)[:, None]
     best_test, best_200 = incumbent_scores(recs.best_index, bench, seed)
@@ -334,13 +395,14 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         cost=recs.cost, epoch=recs.epoch, index=recs.index, valid_acc=recs.valid_acc,
         best_index=recs.best_index, best_valid=recs.best_valid, best_test=best_test,
         best_200=best_200, n_queries=runs.n,
-        truncated=((runs.n >= q) & runs.wants) | jax.vmap(strategy.overflowed)(runs.state))
+        truncated=((runs.d >= q) & runs.wants) | jax.vmap(strategy.overflowed)(runs.state))
 
 
 def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
         budget: float | jax.Array, max_queries: int, seed: str | int = "official",
-        loop: str = "while") -> Trajectory:
-    """Simulates one search (jittable with `strategy`, `max_queries`, `seed`, `loop` static).
+        loop: str = "while", n_workers: int = 1) -> Trajectory:
+    """Simulates one search (jittable with `strategy`, `max_queries`, `seed`, `loop`,
+    `n_workers` static).
 
     Args:
         key: PRNG key of the run.
@@ -354,12 +416,13 @@ def run(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
         seed: seed mode of the queries (see `Benchmark.query`; "official" as the paper).
         loop: "while" (`lax.while_loop`, stops early) or "scan" (`lax.scan` over all
             `max_queries` steps, inactive ones masked); identical results.
+        n_workers: simulated asynchronous workers (1: the sequential protocol).
 
     Returns:
-        The run's `Trajectory`.
+        The run's `Trajectory` (queries in the order they finish).
     """
     traj = _simulate(jnp.expand_dims(key, 0), strategy, params, bench, budget, max_queries,
-                     seed, loop)
+                     seed, loop, n_workers)
     return jax.tree.map(lambda a: a[0], traj)
 
 
@@ -406,12 +469,13 @@ def compiler_options(strategy: Strategy, backend: str | None = None) -> dict[str
     return dict(CPU_FAST_COMPILE_OPTIONS if strategy.cheap_steps else CPU_COMPILE_OPTIONS)
 
 
-_RUN_MANY_STATIC = ("strategy", "n_runs", "max_queries", "seed", "loop")
+_RUN_MANY_STATIC = ("strategy", "n_runs", "max_queries", "seed", "loop", "n_workers")
 
 
 def _run_many(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
               budget: float | jax.Array, n_runs: int, max_queries: int,
-              seed: str | int = "official", loop: str = "while") -> Trajectory:
+              seed: str | int = "official", loop: str = "while",
+              n_workers: int = 1) -> Trajectory:
     """`n_runs` independent searches as one program; run i uses `step_key(key, i)`.
 
     Args:
@@ -424,12 +488,14 @@ def _run_many(key: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
         max_queries: trajectory length (static).
         seed: query seed mode (static).
         loop: "while" or "scan" (static).
+        n_workers: simulated asynchronous workers per run (static; 1: sequential).
 
     Returns:
         `Trajectory` with a leading runs axis.
     """
     keys = jax.vmap(lambda i: rng.step_key(key, i))(jnp.arange(n_runs))  # run i's key
-    return _simulate(keys, strategy, params, bench, budget, max_queries, seed, loop)
+    return _simulate(keys, strategy, params, bench, budget, max_queries, seed, loop,
+                     n_workers)
 
 
 class _RunMany:

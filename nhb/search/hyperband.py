@@ -74,7 +74,9 @@ class HBState:
     Attributes:
         iteration: int32 iterations (brackets) started.
         stage: int32 stage within the bracket.
-        pos: int32 position within the stage.
+        pos: int32 results told in the stage (the next one's slot in `buf`).
+        asked: int32 queries asked in the stage (= `pos` with one worker; more with several:
+            asked but not yet told).
         n_prom: int32 promoted configs at the head of `buf` for this stage.
         buf: `nhb2.Config` [max_n] the stage's configs in creation order.
         loss: float32 [max_n] their losses at this stage (inf if failed).
@@ -84,6 +86,7 @@ class HBState:
     iteration: jax.Array
     stage: jax.Array
     pos: jax.Array
+    asked: jax.Array
     n_prom: jax.Array
     buf: nhb2.Config
     loss: jax.Array
@@ -153,7 +156,7 @@ class Hyperband(Strategy):
         buf = nhb2.make(jnp.zeros((max_n, _cells.NUM_EDGES)), jnp.zeros(max_n),
                         jnp.zeros(max_n))
         zero = jnp.zeros((), jnp.int32)
-        return HBState(iteration=zero, stage=zero, pos=zero, n_prom=zero, buf=buf,
+        return HBState(iteration=zero, stage=zero, pos=zero, asked=zero, n_prom=zero, buf=buf,
                        loss=jnp.full(max_n, jnp.inf, jnp.float32),
                        sampler=self.sampler_init(key, params))
 
@@ -166,15 +169,26 @@ class Hyperband(Strategy):
             params: Any) -> tuple[nhb2.Config, jax.Array, HBState]:
         """The next promoted config of the stage, or a new sample; at the stage's epochs."""
         epoch = jnp.asarray(self.sched["epochs"])[self.budget_index(state)]
-        promoted = state.pos < state.n_prom
-        held = jax.tree.map(lambda a: a[state.pos], state.buf)
+        promoted = state.asked < state.n_prom
+        held = jax.tree.map(lambda a: a[state.asked], state.buf)
         new = self.propose(key, state.sampler, params)
         cfg = jax.tree.map(lambda a, b: jnp.where(promoted, a, b.astype(a.dtype)), held, new)
-        return cfg, epoch, state
+        return cfg, epoch, state.replace(asked=state.asked + 1)
+
+    def ready(self, state: HBState, params: Any) -> jax.Array:
+        """Until the stage's configs are all asked: the promotions wait for its results."""
+        del params
+        ns = jnp.asarray(self.sched["ns"])
+        return state.asked < ns[self._bracket(state.iteration), state.stage]
 
     def tell(self, state: HBState, cfg: nhb2.Config, fitness: jax.Array, params: Any,
              cost: jax.Array | float = 0.0) -> HBState:
-        """Stores the result; ends the stage (promotion) or the bracket when complete."""
+        """Stores the result; ends the stage (promotion) or the bracket when complete.
+
+        Results are stored in the order they are told (with several workers not always the
+        order asked: the stage's ranking then breaks exact ties by that order); a promoted
+        slot is overwritten only once asked, as at most `asked` results are told.
+        """
         del cost
         ns = jnp.asarray(self.sched["ns"])
         loss = (100.0 - fitness).astype(jnp.float32)
@@ -204,6 +218,7 @@ class Hyperband(Strategy):
             iteration=state.iteration + end_bracket.astype(jnp.int32),
             stage=jnp.where(end_bracket, 0, state.stage + next_stage.astype(jnp.int32)),
             pos=jnp.where(stage_done, 0, pos),
+            asked=jnp.where(stage_done, 0, state.asked),
             n_prom=jnp.where(end_bracket, 0, jnp.where(next_stage, advance.sum(),
                                                        state.n_prom)).astype(jnp.int32),
             buf=pick(promoted_buf, buf),

@@ -42,11 +42,13 @@ class SeqState:
 
     Attributes:
         phase: int32 phase of the last ask (0 HPO, 1 NAS).
-        t_hi, t_lo: float32 compensated clock.
+        t_hi, t_lo: float32 compensated clock: the seconds charged by the queries told (the
+            runner's clock with one worker; with several, their summed busy time).
         cell: int8 [6] the phase-1 cell.
         hpo: the phase-1 strategy state (None for random search).
         nas: the regularized-evolution state.
         n_hpo: int32 phase-1 queries told.
+        asked_hpo: int32 phase-1 queries asked (more than `n_hpo` while some still run).
         best_lr, best_bs: int32 phase-1 incumbent's hyperparameters.
         best_valid: float32 its validation accuracy.
     """
@@ -58,6 +60,7 @@ class SeqState:
     hpo: Any
     nas: Any
     n_hpo: jax.Array
+    asked_hpo: jax.Array
     best_lr: jax.Array
     best_bs: jax.Array
     best_valid: jax.Array
@@ -73,7 +76,8 @@ class Sequential(Strategy):
 
     Attributes:
         hpo: "rs" or "bohb".
-        hpo_budget: simulated seconds of the HPO phase (checked before each HPO query).
+        hpo_budget: simulated seconds of the HPO phase (checked before each HPO query;
+            seconds charged, so with several workers their summed busy time).
         hpo_iterations: BOHB iterations of the HPO phase (4 as the reference; None: until
             `hpo_budget`). Ignored for random search.
         hpo_num_samples: BOHB candidates per sample in the HPO phase (5 in `bohb_then_rea.py`).
@@ -131,7 +135,7 @@ class Sequential(Strategy):
             hpo = hpo.replace(sampler=hpo.sampler.replace(fixed_cell=cell))
         z, f = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
         return SeqState(phase=z, t_hi=f, t_lo=f, cell=cell, hpo=hpo,
-                        nas=self._re.init(k_nas, ()), n_hpo=z, best_lr=z, best_bs=z,
+                        nas=self._re.init(k_nas, ()), n_hpo=z, asked_hpo=z, best_lr=z, best_bs=z,
                         best_valid=jnp.full((), jnp.nan, jnp.float32))
 
     def _in_hpo(self, state: SeqState, params: Any) -> jax.Array:
@@ -157,16 +161,30 @@ class Sequential(Strategy):
         else:
             cfg_h, ep_h, hpo = self._bohb.ask(k_hpo, state.hpo, params)
         cfg_n, ep_n, nas = self._re.ask(k_nas, state.nas, ())
-        first = (state.nas.n == 0) & self.repeat_hpo_cell
+        first = (state.phase == 0) & self.repeat_hpo_cell  # the first phase-2 ask
         cfg_n = nhb2.make(jnp.where(first, state.cell, cfg_n.cell), state.best_lr, state.best_bs)
         cfg = _select(in_hpo, cfg_h, cfg_n)
+        if hpo is not None:
+            hpo = _select(in_hpo, hpo, state.hpo)
         return cfg, jnp.where(in_hpo, ep_h, ep_n), state.replace(
-            phase=jnp.where(in_hpo, 0, 1).astype(jnp.int32), hpo=hpo, nas=nas)
+            phase=jnp.where(in_hpo, 0, 1).astype(jnp.int32), hpo=hpo,
+            nas=_select(in_hpo, state.nas, nas), asked_hpo=state.asked_hpo + in_hpo)
+
+    def ready(self, state: SeqState, params: Any) -> jax.Array:
+        """Phase 1 as its strategy says; phase 2 only once every phase-1 query is told (it
+        needs phase 1's incumbent hyperparameters)."""
+        if self.hpo == "bohb":
+            hpo_ready = self._bohb.ready(state.hpo, params)
+        else:
+            hpo_ready = jnp.bool_(True)
+        in_hpo = self._in_hpo(state, params)
+        return jnp.where(in_hpo, hpo_ready, state.asked_hpo == state.n_hpo)
 
     def tell(self, state: SeqState, cfg: nhb2.Config, fitness: jax.Array, params: Any,
              cost: jax.Array | float = 0.0) -> SeqState:
-        """Updates the phase that asked; advances the clock."""
-        in_hpo = state.phase == 0
+        """Updates the phase that asked the query (phase 1 while any of its queries runs:
+        phase 2 starts only after they are all told); advances the clock."""
+        in_hpo = state.asked_hpo > state.n_hpo
         hpo = state.hpo
         if self.hpo == "bohb":
             hpo = _select(in_hpo, self._bohb.tell(hpo, cfg, fitness, params), hpo)

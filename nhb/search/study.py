@@ -11,9 +11,10 @@ persistent compilation cache is on by default (`use_compilation_cache`:
 Budget: the paper's 20,000 simulated seconds (`PAPER_BUDGET`) only make sense for the full
 12-epoch table; `resolve_budget` scales it to any other table (`budget="auto"`), and the
 sequential baselines' HPO phase keeps the paper's share of it (`HPO_SHARE`: 5,000 of 20,000 s,
-exactly 5,000 s at the paper's budget). The paper's
-Table 3 numbers are put beside ours only when the study is comparable (full space, 12 epochs,
-the paper's budget and official seed); otherwise `table3.md` says why they are left out.
+exactly 5,000 s at the paper's budget). The paper's Table 3 numbers are put beside ours only
+when the study is comparable (full space, 12 epochs, the paper's budget and official seed,
+one worker); otherwise `table3.md` says why they are left out. `n_workers` > 1 simulates
+asynchronous workers (`nhb.search.base`): the budget is then simulated wall-clock time.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def paper_comparable(bench: Benchmark, budget: float, query_seed: str | int) -> 
 
 def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
                bohb_mode: str, query_seed: str | int, max_queries: int = 0,
-               hpo_share: float = HPO_SHARE) -> dict:
+               hpo_share: float = HPO_SHARE, n_workers: int = 1) -> dict:
     """Runs one method's `runs` searches on the benchmark's space.
 
     Args:
@@ -174,9 +175,11 @@ def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
         seed: base PRNG seed.
         bohb_mode: "faithful" or "budget" (see `nhb.search.make`).
         query_seed: seed mode of the queries.
-        max_queries: trajectory length (0: the strategy's bound for this table and budget).
+        max_queries: trajectory length (0: the strategy's bound for this table and budget,
+            times `n_workers`).
         hpo_share: the sequential baselines' HPO budget as a share of `budget` (their
             time-bounded phase 1: rs_re, and bohb_re in "budget" mode).
+        n_workers: simulated asynchronous workers per run (1: the paper's sequential runs).
 
     Returns:
         Dict: name, traj and scores (NumPy), compile_s, search_s, max_queries, oracle_valid.
@@ -185,11 +188,11 @@ def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
     if isinstance(strategy, Sequential):
         strategy = dataclasses.replace(strategy, hpo_budget=float(budget) * hpo_share)
     params = strategy.default_params()
-    q = max_queries or strategy.query_bound(bench, budget, query_seed)
+    q = max_queries or strategy.query_bound(bench, budget, query_seed) * n_workers
     key = jax.random.key(seed)
     t0 = time.perf_counter()
     compiled = run_many.lower(key, strategy, params, bench, budget, runs, q,
-                              query_seed).compile()
+                              query_seed, n_workers=n_workers).compile()
     t1 = time.perf_counter()
     traj = jax.block_until_ready(compiled(key, params, bench, budget))
     t2 = time.perf_counter()
@@ -250,8 +253,10 @@ def table3_markdown(summary: dict) -> str:
     if not show:
         lines.append("\nThe paper's Table 3 is not shown: it holds for the full official table "
                      f"(4096 cells x 8 lrs x 6 batch sizes, 12 epochs) at {PAPER_BUDGET:g} s "
-                     f"with the official seed; this study searches {summary.get('space')} "
-                     f"with budget {summary.get('budget', float('nan')):.1f} s.")
+                     f"with the official seed and one worker; this study searches "
+                     f"{summary.get('space')} with budget "
+                     f"{summary.get('budget', float('nan')):.1f} s and "
+                     f"{summary.get('n_workers', 1)} worker(s).")
     return "\n".join(lines) + "\n"
 
 
@@ -260,7 +265,7 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
               seed: int = 0, bohb_mode: str | None = None, query_seed: str | int = "official",
               max_queries: int = 0, n_queries: int | None = None, table_desc: str = "",
               log: Callable[[str], None] | None = print,
-              compilation_cache: str | os.PathLike | None = None) -> dict:
+              compilation_cache: str | os.PathLike | None = None, n_workers: int = 1) -> dict:
     """Runs a search study on a benchmark (any table) and writes its outputs.
 
     Args:
@@ -284,6 +289,8 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
         log: progress printer (None: silent).
         compilation_cache: JAX's persistent compilation cache directory ("none": off; None:
             the default, see `use_compilation_cache`), so reruns skip most of the compiling.
+        n_workers: simulated asynchronous workers per run (1: sequential, as the paper; the
+            budget is then simulated wall-clock seconds).
 
     Returns:
         The summary dict (as summary.json): table, space, budget, per-method statistics.
@@ -291,7 +298,9 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
     names = parse_methods(methods)
     query_seed = parse_seed(query_seed)
     seconds, how = resolve_budget(bench, budget, n_queries, query_seed)
-    comparable = paper_comparable(bench, seconds, query_seed)
+    if int(n_workers) < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+    comparable = paper_comparable(bench, seconds, query_seed) and n_workers == 1
     if bohb_mode is None:
         bohb_mode = "faithful" if comparable else "budget"
     for name in names:  # settings that cannot fit this table fail before anything runs
@@ -304,12 +313,13 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
                    space_configs=bench.space.n_configs, space_distinct=bench.space.n_distinct,
                    full_space=bench.space.is_full, epochs=bench.n_epochs, runs=runs,
                    budget=seconds, budget_rule=how, hpo_budget=seconds * HPO_SHARE,
-                   bohb_mode=bohb_mode, query_seed=query_seed,
+                   bohb_mode=bohb_mode, query_seed=query_seed, n_workers=int(n_workers),
                    backend=jax.default_backend(), has_200=bench.has_200,
                    paper_comparable=comparable, methods={})
     results = []
     for name in names:
-        res = run_method(name, bench, runs, seconds, seed, bohb_mode, query_seed, max_queries)
+        res = run_method(name, bench, runs, seconds, seed, bohb_mode, query_seed, max_queries,
+                         n_workers=n_workers)
         results.append(res)
         summary["methods"][name] = s = summarize(res, bench.has_200, comparable)
         if s["truncated_runs"]:
