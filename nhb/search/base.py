@@ -189,8 +189,9 @@ class _Run:
     """One run's loop state (the loop carries it with a leading runs axis): the strategy's
     state after its last tell and asks, the clock (the last completion), the queries told
     (`n`) and dispatched (`d`), the incumbent, whether the run still wanted to query at its
-    last dispatch (the budget or the strategy), and its workers [W]: busy, the finish time
-    (double-float) and dispatch number of each running query, and the query itself with the
+    last dispatch (the budget or the strategy), and its workers [W]: busy, dispatched in the
+    last step and not yet looked up (`fresh`), the finish time (double-float; the start time
+    while fresh) and dispatch number of each running query, and the query itself with the
     table's answer, told when it finishes."""
 
     key: jax.Array
@@ -203,6 +204,7 @@ class _Run:
     best_valid: jax.Array
     wants: jax.Array
     busy: jax.Array
+    fresh: jax.Array
     f_hi: jax.Array
     f_lo: jax.Array
     qid: jax.Array
@@ -291,10 +293,11 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
     whose step completes each run's earliest-finishing query (tell, record) and refills its
     free workers (ask, query, charge); a run with nothing running writes padding.
 
-    A query is made (looked up) when it is dispatched and told when its worker finishes, so
-    what `tell` broadcasts into the strategy's buffers is a loop value (the worker's slot):
-    XLA:CPU would otherwise fuse the whole proposal (hashing, sampling, BOHB's KDE) into
-    those updates and redo it per element.
+    A query is asked and dispatched in one step, and looked up in the table (its cost fixing
+    its finish time) at the start of the next; it is told when its worker finishes. So the
+    table lookup and `tell` see the proposal as a loop value (the worker's slot): XLA:CPU
+    would otherwise fuse the whole proposal (hashing, sampling, BOHB's KDE) into the gather
+    and the strategy's buffer updates and redo it per element.
     """
     if loop not in ("while", "scan"):
         raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
@@ -314,19 +317,30 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         free = ~r.busy
         go = wants & (r.d < q) & jnp.any(free) & strategy.ready(r.state, params)
         cfg, epoch, state = strategy.ask(rng.step_key(r.key, r.d), r.state, params)
-        epoch = jnp.asarray(epoch, i32)
-        k_seed = rng.step_key(rng.step_key(r.key, r.d), 1) if seed == "random" else None
-        res = bench.query(cfg, epoch, seed=seed, mode="valid", key=k_seed)
-        f_hi, f_lo = clock_add(r.t_hi, r.t_lo, jnp.where(jnp.isfinite(res.cost), res.cost, 0.0))
         hit = (slot == jnp.argmax(free)) & go
         set_ = lambda a, v: jnp.where(hit.reshape(hit.shape + (1,) * (a.ndim - 1)),
                                       jnp.asarray(v, a.dtype), a)
         return r.replace(
             state=jax.tree.map(lambda a, b: jnp.where(go, a, b), state, r.state),
-            d=r.d + go, wants=wants, busy=r.busy | hit, f_hi=set_(r.f_hi, f_hi),
-            f_lo=set_(r.f_lo, f_lo), qid=set_(r.qid, r.d),
-            cfg=jax.tree.map(set_, r.cfg, cfg), epoch=set_(r.epoch, epoch),
-            acc=set_(r.acc, res.valid_acc), cost=set_(r.cost, res.cost))
+            d=r.d + go, wants=wants, busy=r.busy | hit, fresh=r.fresh | hit,
+            f_hi=set_(r.f_hi, r.t_hi), f_lo=set_(r.f_lo, r.t_lo), qid=set_(r.qid, r.d),
+            cfg=jax.tree.map(set_, r.cfg, cfg), epoch=set_(r.epoch, epoch))
+
+    def lookup(r: _Run) -> _Run:
+        """Queries the table for the queries dispatched in the previous step (`fresh`: their
+        `f_hi, f_lo` hold the start time) and sets their finish times."""
+        if seed == "random":  # query d's table seed from step_key(step_key(key, d), 1)
+            keys = jax.vmap(lambda i: rng.step_key(rng.step_key(r.key, i), 1))(r.qid)
+            res = jax.vmap(lambda c, e, k: bench.query(c, e, seed=seed, mode="valid", key=k))(
+                r.cfg, r.epoch, keys)
+        else:
+            res = bench.query(r.cfg, r.epoch, seed=seed, mode="valid")
+        f_hi, f_lo = clock_add(r.f_hi, r.f_lo,
+                               jnp.where(jnp.isfinite(res.cost), res.cost, 0.0))
+        new = lambda a, b: jnp.where(r.fresh, a, b)
+        return r.replace(fresh=jnp.zeros_like(r.fresh), f_hi=new(f_hi, r.f_hi),
+                         f_lo=new(f_lo, r.f_lo), acc=new(res.valid_acc, r.acc),
+                         cost=new(res.cost, r.cost))
 
     def refill(r: _Run) -> _Run:
         """Fills the free workers (one dispatch per worker at most)."""
@@ -335,7 +349,7 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         return jax.lax.fori_loop(0, w_n, lambda _, x: dispatch(x), r)
 
     def init(key: jax.Array) -> _Run:
-        """No query yet; every worker free; then the first dispatches at time 0."""
+        """No query yet, every worker free (the loop's first step dispatches)."""
         z = jnp.zeros((), f32)
         state = strategy.init(rng.step_key(key, 0xFFFFFFFF), params)
         cfg = nhb2.make(jnp.zeros((w_n, 6), jnp.int8), jnp.zeros(w_n, i32), jnp.zeros(w_n, i32))
@@ -343,13 +357,16 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         r = _Run(key=key, state=state, t_hi=z, t_lo=z, n=jnp.zeros((), i32),
                  d=jnp.zeros((), i32), best_index=jnp.full((), -1, i32),
                  best_valid=jnp.full((), jnp.nan, f32), wants=jnp.bool_(False),
-                 busy=jnp.zeros(w_n, bool), f_hi=zw, f_lo=zw, qid=jnp.zeros(w_n, i32),
-                 cfg=cfg, epoch=jnp.zeros(w_n, i32), acc=zw, cost=zw)
-        return refill(r)
+                 busy=jnp.zeros(w_n, bool), fresh=jnp.zeros(w_n, bool), f_hi=zw, f_lo=zw,
+                 qid=jnp.zeros(w_n, i32), cfg=cfg,
+                 epoch=jnp.full(w_n, strategy.full_epoch, i32), acc=zw, cost=zw)
+        return r
 
     def step(r: _Run) -> tuple[_Run, _Record]:
         """Completes the earliest-finishing query (ties: the first dispatched), tells and
-        records it at its finish time; refills the free workers."""
+        records it at its finish time; refills the free workers. (With nothing running, as
+        in the first step, it only dispatches; a finished run stays as it is.)"""
+        r = lookup(r)
         inf = jnp.float32(jnp.inf)
         first = r.busy & (r.f_hi == jnp.min(jnp.where(r.busy, r.f_hi, inf)))
         first &= r.f_lo == jnp.min(jnp.where(first, r.f_lo, inf))
@@ -368,15 +385,16 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         told = r.replace(state=state, t_hi=t_hi, t_lo=t_lo, n=r.n + 1, best_index=best_index,
                          best_valid=best_valid, busy=r.busy & (slot != w))
         keep = lambda a, b: jnp.where(active, a, b)
-        return jax.tree.map(keep, refill(told), r), jax.tree.map(keep, rec, pad)
+        return refill(jax.tree.map(keep, told, r)), jax.tree.map(keep, rec, pad)
 
     runs = jax.vmap(init)(keys)
     n_runs = runs.n.shape[0]
     pad = _pad_record(())
-    # step t makes query t's record (the t-th completion); at most q queries are dispatched
+    # step t >= 1 completes query t - 1 (at most q are dispatched); step 0 only dispatches
+    # (its records, padding, are dropped), so the program holds one copy of `ask`
     if loop == "while":
         def cond(c: tuple[jax.Array, _Run, _Record]) -> jax.Array:
-            return (c[0] < q) & jnp.any(c[1].busy)
+            return (c[0] <= q) & ((c[0] == 0) | jnp.any(c[1].busy))
 
         def body(c: tuple[jax.Array, _Run, _Record]) -> tuple[jax.Array, _Run, _Record]:
             t, runs, recs = c
@@ -384,10 +402,10 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
             return t + 1, runs, jax.tree.map(lambda a, v: a.at[t].set(v), recs, rec)
 
         _, runs, recs = jax.lax.while_loop(cond, body, (jnp.zeros((), i32), runs,
-                                                        _pad_record((q, n_runs))))
+                                                        _pad_record((q + 1, n_runs))))
     else:
-        runs, recs = jax.lax.scan(lambda r, _: jax.vmap(step)(r), runs, None, length=q)
-    recs = jax.tree.map(lambda a: a.T, recs)  # [runs, q]
+        runs, recs = jax.lax.scan(lambda r, _: jax.vmap(step)(r), runs, None, length=q + 1)
+    recs = jax.tree.map(lambda a: a[1:].T, recs)  # [runs, q]
     final_time = (runs.t_hi + runs.t_lo)[:, None]
     best_test, best_200 = incumbent_scores(recs.best_index, bench, seed)
     return Trajectory(
