@@ -19,6 +19,7 @@ from nhb.space import cells as _cells
 from nhb.space import nhb2
 
 EDGE_NAMES = tuple(f"edge_{c}" for c in "ABCDEF")[:_cells.NUM_EDGES]
+LR, BATCH_SIZE = "lr", "batch_size"  # the hyperparameters' names in exported spaces
 
 
 def _cs() -> Any:
@@ -48,13 +49,13 @@ def nhb2_configspace(lrs: tuple[float, ...] = nhb2.LRS,
     """
     cs = _cs()
     for v in lrs:
-        nhb2.value_index(v, nhb2.LRS, "lr")
+        nhb2.value_index(v, nhb2.LRS, LR)
     for v in batch_sizes:
-        nhb2.value_index(v, nhb2.BATCH_SIZES, "batch_size")
+        nhb2.value_index(v, nhb2.BATCH_SIZES, BATCH_SIZE)
     space = cs.ConfigurationSpace(seed=seed)
     space.add([cs.CategoricalHyperparameter(e, list(_cells.OP_NAMES)) for e in EDGE_NAMES])
-    space.add([cs.OrdinalHyperparameter("lr", sorted(float(v) for v in lrs)),
-               cs.OrdinalHyperparameter("batch_size", sorted(int(v) for v in batch_sizes))])
+    space.add([cs.OrdinalHyperparameter(LR, sorted(float(v) for v in lrs)),
+               cs.OrdinalHyperparameter(BATCH_SIZE, sorted(int(v) for v in batch_sizes))])
     return space
 
 
@@ -63,8 +64,8 @@ def from_config(config: Any) -> nhb2.Config:
     d = dict(config)
     ops = [_cells.OP_NAMES.index(d[e]) for e in EDGE_NAMES]
     return nhb2.make(np.asarray(ops, np.int8),
-                     nhb2.value_index(float(d["lr"]), nhb2.LRS, "lr"),
-                     nhb2.value_index(int(d["batch_size"]), nhb2.BATCH_SIZES, "batch_size"))
+                     nhb2.value_index(float(d[LR]), nhb2.LRS, LR),
+                     nhb2.value_index(int(d[BATCH_SIZE]), nhb2.BATCH_SIZES, BATCH_SIZE))
 
 
 def to_config(space: Any, cfg: nhb2.Config) -> Any:
