@@ -7,14 +7,18 @@ Each method runs `--runs` independent searches (run index = seed) on the table's
   python experiments/nhb2_search.py --table=runs/nhb2_lite --runs=500 --output_dir=runs/search
   python experiments/nhb2_search.py --table=PATH/table.nhb --budget=paper --output_dir=DIR
   python experiments/nhb2_search.py --table=random --runs=100 --output_dir=/tmp/search  # demo
+  python experiments/nhb2_search.py --table=random --methods=rs,re,mo_rs,mo_re --n_workers=8 \
+      --objectives=valid_error,train_time --output_dir=/tmp/search_mo  # 8 workers, MO
 
 `--budget`: seconds, 'paper' (20,000 s) or 'auto' (`--auto_queries` x the table's mean full
 query cost; N defaults to a quarter of its distinct configs, at least 5); default: 'paper' on
 the full 12-epoch table, else 'auto'. Writes to `--output_dir`: `summary.json`, `table3.md`
 (the paper's numbers beside ours only for the full official setting), `fig6_regret.png`,
-`trajectories/<method>.json` and `trajectories.csv`. JAX's persistent compilation cache is on
-by default (`--compilation_cache`, default `$XDG_CACHE_HOME/nhb/jax`; 'none' turns it off), so
-a rerun loads the six methods' programs instead of compiling them.
+`hypervolume.png` (of `--objectives`), `trajectories/<method>.json` and `trajectories.csv`.
+`--n_workers` simulates asynchronous workers (the budget is then wall-clock time). JAX's
+persistent compilation cache is on by default (`--compilation_cache`, default
+`$XDG_CACHE_HOME/nhb/jax`; 'none' turns it off), so a rerun loads the six methods' programs
+instead of compiling them.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ _QUERY_SEED = flags.DEFINE_string("query_seed", "official", "Seed of the queries
 _MAX_QUERIES = flags.DEFINE_integer("max_queries", 0, "Trajectory length (0: a bound "
                                     "derived from the table's cheapest query).")
 _RANDOM_SEED = flags.DEFINE_integer("random_table_seed", 0, "Seed of --table=random.")
+_OBJECTIVES = flags.DEFINE_string("objectives", ",".join(search.hypervolume.DEFAULT_OBJECTIVES),
+                                  "The hypervolume's two objectives, of "
+                                  f"{list(search.hypervolume.OBJECTIVES)}.")
 _WORKERS = flags.DEFINE_integer("n_workers", 1, "Simulated asynchronous workers per run (1: "
                                 "sequential, as the paper).", lower_bound=1)
 _CACHE = flags.DEFINE_string("compilation_cache", "", "Directory of JAX's persistent "
@@ -83,10 +90,12 @@ def main(argv: list[str]) -> None:
                         seed=_SEED.value, bohb_mode=_BOHB_MODE.value,
                         query_seed=_QUERY_SEED.value, max_queries=_MAX_QUERIES.value,
                         n_queries=_AUTO_QUERIES.value or None, table_desc=desc,
-                        compilation_cache=_CACHE.value or None, n_workers=_WORKERS.value)
+                        compilation_cache=_CACHE.value or None, n_workers=_WORKERS.value,
+                        objectives=_OBJECTIVES.value)
     print(table3_markdown(summary))
     print(f"budget: {summary['budget_rule']}\nwrote {out}/summary.json, table3.md, "
-          f"fig6_regret.png, trajectories/ (total {summary['total_wall_s']:.1f} s)")
+          f"fig6_regret.png, hypervolume.png, trajectories/ "
+          f"(total {summary['total_wall_s']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,32 @@ def test_run_study_with_workers(sub_table):
         study.run_study(b, "rs", runs=1, log=None, n_workers=0)
 
 
+def test_hypervolume_in_the_study(sub_table, tmp_path):
+    """Every method's final hypervolume is that of all its runs' full queries, for the study's
+    objectives; the figure and the Table-3 column are written."""
+    from nhb.search import hypervolume as hvm
+
+    b = Benchmark(sub_table)
+    objectives = ("valid_error", "train_time")
+    budget = study.resolve_budget(b)[0]
+    res = study.run_method("mo_re", b, 3, budget, 0, "budget", "official",
+                           objectives=objectives)
+    raw, mask = hvm.trajectory_objectives(res["traj"], b, objectives)
+    pts = hvm.objective_bounds(b, objectives).normalise(raw)
+    want = hvm.hypervolume_2d(pts, mask, jnp.full(2, 1.0 + hvm.REF_MARGIN))
+    np.testing.assert_allclose(res["hv"][:, -1], want, rtol=1e-6)
+    assert np.all(np.diff(res["hv"], axis=1) >= 0) and np.all(res["hv"][:, 0] == 0)
+    summary = study.run_study(b, "rs,mo_re", runs=3, output_dir=tmp_path, log=None,
+                              objectives="valid_error,train_time")
+    assert summary["objectives"] == list(objectives)
+    assert summary["methods"]["mo_re"]["final_hypervolume"]["mean"] == pytest.approx(
+        float(np.mean(want)), rel=1e-6)
+    assert "hypervolume (valid_error, train_time)" in (tmp_path / "table3.md").read_text()
+    assert (tmp_path / "hypervolume.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="valid choices"):
+        study.run_study(b, "rs", runs=1, log=None, objectives="valid_error,size")
+
+
 def test_run_study_on_a_sub_grid_table(sub_table, tmp_path):
     b = Benchmark(sub_table)
     summary = study.run_study(b, "rs,re,bohb", runs=5, output_dir=tmp_path, seed=1, log=None)

@@ -12,10 +12,14 @@
 | bohb      | BOHB, 40 iterations as the reference (`bohb_mode="budget"`: until the budget) |
 | rs_re     | random search on (lr, bs) of a random cell for 5,000 s, then RE over cells  |
 | bohb_re   | BOHB (4 iterations) on (lr, bs) of a random cell, then RE over cells        |
+| mo_rs     | random search, scored by hypervolume (objective-agnostic: the same queries) |
+| mo_re     | multi-objective RE (population 20, sample 5, Pareto-rank tournament)        |
 
-`run`/`run_many` simulate searches (see `nhb.search.base`), `score` gives Table 3's numbers
-and the regret; `rng` is the cheap-to-compile randomness the strategies use; `synthetic`
-builds tables with a known optimum for testing strategies.
+`run`/`run_many` simulate searches (see `nhb.search.base`; `n_workers` asynchronous workers),
+`score` gives Table 3's numbers and the regret, `hypervolume` the multi-objective scores
+(validation error, parameters, FLOPs, training time); `rng` is the cheap-to-compile
+randomness the strategies use; `synthetic` builds tables with a known optimum for testing
+strategies.
 
 Every strategy searches the space of the table it runs on (`Benchmark.space`, a
 `nhb.bench.SearchSpace`): on a sub-grid table (some classes, lrs, batch sizes) it samples and
@@ -26,7 +30,7 @@ strategy, bit for bit. `study.run_study` runs a whole comparison and writes its 
 from __future__ import annotations
 
 from nhb.bench.subspace import SearchSpace
-from nhb.search import rng, sampling, synthetic
+from nhb.search import hypervolume, rng, sampling, synthetic
 from nhb.search.base import (
     Scores,
     Strategy,
@@ -39,11 +43,14 @@ from nhb.search.base import (
 from nhb.search.bohb import BOHB, BOHBParams
 from nhb.search.evolution import RegularizedEvolution
 from nhb.search.hyperband import Hyperband, SuccessiveHalving, schedule
+from nhb.search.mo_evolution import MORandomSearch, MORegularizedEvolution
 from nhb.search.random_search import RandomSearch
 from nhb.search.reinforce import Reinforce, ReinforceParams
 from nhb.search.sequential import Sequential
 
-METHODS = ("rs", "re", "reinforce", "sh", "hyperband", "bohb", "rs_re", "bohb_re")
+METHODS = ("rs", "re", "reinforce", "sh", "hyperband", "bohb", "rs_re", "bohb_re", "mo_rs",
+           "mo_re")
+MO_METHODS = ("mo_rs", "mo_re")
 PAPER_METHODS = ("rs", "re", "reinforce", "bohb", "bohb_re", "rs_re")
 BOHB_MODES = ("faithful", "budget")
 
@@ -72,6 +79,8 @@ def make(name: str, bohb_mode: str = "faithful", space: SearchSpace | None = Non
         "bohb": lambda: BOHB(n_iterations=40 if faithful else None),
         "rs_re": lambda: Sequential(hpo="rs"),
         "bohb_re": lambda: Sequential(hpo="bohb", hpo_iterations=4 if faithful else None),
+        "mo_rs": MORandomSearch,
+        "mo_re": MORegularizedEvolution,
     }
     if name not in table:
         raise ValueError(f"unknown method {name!r}; valid choices: {list(METHODS)}")
@@ -83,9 +92,12 @@ __all__ = [
     "BOHB",
     "BOHB_MODES",
     "METHODS",
+    "MO_METHODS",
     "PAPER_METHODS",
     "BOHBParams",
     "Hyperband",
+    "MORandomSearch",
+    "MORegularizedEvolution",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",
@@ -97,6 +109,7 @@ __all__ = [
     "SuccessiveHalving",
     "Trajectory",
     "compiler_options",
+    "hypervolume",
     "make",
     "rng",
     "run",

@@ -3,8 +3,10 @@
 `run_study(bench, methods, runs, budget, output_dir)` runs each method's `runs` independent
 searches (run index = seed; all runs of a method as one vmapped program) on the benchmark's
 space (a sub-grid table's configs only; see `nhb.search.sampling`), scores each run's
-incumbent by its 12-epoch test accuracy and 200-epoch value, and writes `summary.json`,
-`table3.md`, `fig6_regret.png`, `trajectories/<method>.json` and `trajectories.csv`. JAX's
+incumbent by its 12-epoch test accuracy and 200-epoch value and each run's full queries by
+their hypervolume over time (two `objectives`, default validation error and parameters;
+`nhb.search.hypervolume`), and writes `summary.json`, `table3.md`, `fig6_regret.png`,
+`hypervolume.png`, `trajectories/<method>.json` and `trajectories.csv`. JAX's
 persistent compilation cache is on by default (`use_compilation_cache`:
 `$XDG_CACHE_HOME/nhb/jax`), so a rerun loads each method's program instead of compiling it.
 
@@ -31,7 +33,9 @@ import numpy as np
 
 from nhb.bench.api import Benchmark
 from nhb.search import METHODS, PAPER_METHODS, Sequential, make, run_many, score
-from nhb.search.report import plot_regret, regret_curve, write_trajectories
+from nhb.search.hypervolume import DEFAULT_OBJECTIVES, check_objectives, hypervolume_over_time
+from nhb.search.mo_evolution import MORegularizedEvolution
+from nhb.search.report import plot_hypervolume, plot_regret, regret_curve, write_trajectories
 
 PAPER_BUDGET = 20000.0
 HPO_SHARE = 0.25  # rs_re / bohb_re: 5,000 s of HPO out of 20,000 s
@@ -42,7 +46,9 @@ PAPER_TABLE3 = {  # (12-epoch mean, std), (200-epoch mean, std)
     "bohb_re": ((82.63, 3.84), (87.39, 6.54)), "rs_re": ((83.16, 2.26), (87.82, 1.30)),
 }
 LABELS = {"rs": "RS", "re": "RE", "reinforce": "REINFORCE", "bohb": "BOHB",
-          "bohb_re": "BOHB then RE", "rs_re": "RS then RE", "sh": "SH", "hyperband": "Hyperband"}
+          "bohb_re": "BOHB then RE", "rs_re": "RS then RE", "sh": "SH", "hyperband": "Hyperband",
+          "mo_rs": "MO-RS", "mo_re": "MO-RE"}
+HV_POINTS = 100  # times of the hypervolume curve (linear from 0 to the longest run)
 PAPER_LABEL = "paper (full official table, 20,000 s)"
 CACHE_ENV = "NHB_JAX_CACHE"  # the compilation cache directory, or "none"
 CACHE_MIN_COMPILE_S = 0.1  # programs compiling at least this long are cached
@@ -164,7 +170,8 @@ def paper_comparable(bench: Benchmark, budget: float, query_seed: str | int) -> 
 
 def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
                bohb_mode: str, query_seed: str | int, max_queries: int = 0,
-               hpo_share: float = HPO_SHARE, n_workers: int = 1) -> dict:
+               hpo_share: float = HPO_SHARE, n_workers: int = 1,
+               objectives: Sequence[str] = DEFAULT_OBJECTIVES) -> dict:
     """Runs one method's `runs` searches on the benchmark's space.
 
     Args:
@@ -180,13 +187,19 @@ def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
         hpo_share: the sequential baselines' HPO budget as a share of `budget` (their
             time-bounded phase 1: rs_re, and bohb_re in "budget" mode).
         n_workers: simulated asynchronous workers per run (1: the paper's sequential runs).
+        objectives: the two objectives (`nhb.search.hypervolume.OBJECTIVES`) of the
+            hypervolume, also those a multi-objective strategy optimises.
 
     Returns:
-        Dict: name, traj and scores (NumPy), compile_s, search_s, max_queries, oracle_valid.
+        Dict: name, traj and scores (NumPy), compile_s, search_s, max_queries, oracle_valid,
+        hv_times [T] and hv [runs, T] (the hypervolume of each run's full queries by then).
     """
+    objectives = check_objectives(objectives, 2)
     strategy = make(name, bohb_mode).on(bench.space)
     if isinstance(strategy, Sequential):
         strategy = dataclasses.replace(strategy, hpo_budget=float(budget) * hpo_share)
+    if isinstance(strategy, MORegularizedEvolution):
+        strategy = dataclasses.replace(strategy, objectives=objectives)
     params = strategy.default_params()
     q = max_queries or strategy.query_bound(bench, budget, query_seed) * n_workers
     key = jax.random.key(seed)
@@ -198,9 +211,12 @@ def run_method(name: str, bench: Benchmark, runs: int, budget: float, seed: int,
     t2 = time.perf_counter()
     oracle = bench.best("valid", "mean" if query_seed == "random" else query_seed)[1]
     scores = score(traj, oracle)
-    traj, scores = jax.tree.map(np.asarray, (traj, scores))
+    hv_times = np.linspace(0.0, max(float(budget), float(np.max(traj.time))), HV_POINTS)
+    hv = hypervolume_over_time(traj, bench, hv_times, objectives)
+    traj, scores, hv = jax.tree.map(np.asarray, (traj, scores, hv))
     return dict(name=name, traj=traj, scores=scores, compile_s=t1 - t0, search_s=t2 - t1,
-                max_queries=q, oracle_valid=oracle)
+                max_queries=q, oracle_valid=oracle, hv_times=hv_times, hv=hv,
+                objectives=objectives)
 
 
 def _stats(x: np.ndarray) -> dict | None:
@@ -224,6 +240,7 @@ def summarize(res: dict, has_200: bool, paper: bool = True) -> dict:
         final_regret=_stats(np.take_along_axis(sc.regret, last, 1)[:, 0]),
         queries=dict(mean=float(n.mean()), min=int(n.min()), max=int(n.max())),
         final_time=_stats(tr.time[:, -1]), truncated_runs=int(tr.truncated.sum()),
+        final_hypervolume=_stats(res["hv"][:, -1]) if "hv" in res else None,
         compile_s=res["compile_s"], search_s=res["search_s"],
         wall_s=res["compile_s"] + res["search_s"], max_queries=res["max_queries"],
         oracle_valid=res["oracle_valid"], paper=_paper(res["name"]) if paper else None)
@@ -238,17 +255,20 @@ def _paper(name: str) -> dict | None:
 
 def table3_markdown(summary: dict) -> str:
     """Paper-Table-3-style markdown; the paper's numbers beside ours only when comparable."""
-    fmt = lambda s: "n/a" if s is None else f"{s['mean']:.2f} ± {s['std']:.2f}"
+    fmt = lambda s, d=2: "n/a" if s is None else f"{s['mean']:.{d}f} ± {s['std']:.{d}f}"
     show = summary.get("paper_comparable", True)
     head = f"| Algorithm | Result (200 epoch) | Result ({summary.get('epochs', 12)} epoch) |"
     if show:
         head += f" {PAPER_LABEL}: 200 | {PAPER_LABEL}: 12 |"
+    hv = "hypervolume (" + ", ".join(summary.get("objectives", DEFAULT_OBJECTIVES)) + ")"
+    head += f" {hv} |"
     lines = [head + " queries | wall s |", "|---" * (head.count("|") + 1) + "|"]
     for s in summary["methods"].values():
         row = f"| {s['label']} | {fmt(s['acc_200'])} | {fmt(s['test_acc_12'])} |"
         if show:
             p = s["paper"] or {}
             row += f" {fmt(p.get('acc_200'))} | {fmt(p.get('test_acc_12'))} |"
+        row += f" {fmt(s.get('final_hypervolume'), 3)} |"
         lines.append(row + f" {s['queries']['mean']:.1f} | {s['wall_s']:.1f} |")
     if not show:
         lines.append("\nThe paper's Table 3 is not shown: it holds for the full official table "
@@ -265,7 +285,8 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
               seed: int = 0, bohb_mode: str | None = None, query_seed: str | int = "official",
               max_queries: int = 0, n_queries: int | None = None, table_desc: str = "",
               log: Callable[[str], None] | None = print,
-              compilation_cache: str | os.PathLike | None = None, n_workers: int = 1) -> dict:
+              compilation_cache: str | os.PathLike | None = None, n_workers: int = 1,
+              objectives: Sequence[str] | str = DEFAULT_OBJECTIVES) -> dict:
     """Runs a search study on a benchmark (any table) and writes its outputs.
 
     Args:
@@ -274,8 +295,8 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
         runs: runs per method.
         budget: seconds, "auto", "paper" or None (see `resolve_budget`: the paper's 20,000 s
             on the full 12-epoch table, else auto = N mean full-query costs of the table).
-        output_dir: where to write summary.json, table3.md, fig6_regret.png, trajectories/
-            and trajectories.csv (None: write nothing).
+        output_dir: where to write summary.json, table3.md, fig6_regret.png,
+            hypervolume.png, trajectories/ and trajectories.csv (None: write nothing).
         seed: base PRNG seed.
         bohb_mode: "faithful" (BOHB stops after the reference's 40 iterations = 273 queries,
             bohb_re's HPO phase after 4, whatever the clock) or "budget" (at the time budget);
@@ -291,11 +312,17 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
             the default, see `use_compilation_cache`), so reruns skip most of the compiling.
         n_workers: simulated asynchronous workers per run (1: sequential, as the paper; the
             budget is then simulated wall-clock seconds).
+        objectives: the hypervolume's two objectives (names of
+            `nhb.search.hypervolume.OBJECTIVES`, a sequence or comma-separated), scored for
+            every method and optimised by the multi-objective ones (`MO_METHODS`).
 
     Returns:
         The summary dict (as summary.json): table, space, budget, per-method statistics.
     """
     names = parse_methods(methods)
+    if isinstance(objectives, str):
+        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
+    objectives = check_objectives(objectives, 2)
     query_seed = parse_seed(query_seed)
     seconds, how = resolve_budget(bench, budget, n_queries, query_seed)
     if int(n_workers) < 1:
@@ -314,12 +341,13 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
                    full_space=bench.space.is_full, epochs=bench.n_epochs, runs=runs,
                    budget=seconds, budget_rule=how, hpo_budget=seconds * HPO_SHARE,
                    bohb_mode=bohb_mode, query_seed=query_seed, n_workers=int(n_workers),
+                   objectives=list(objectives),
                    backend=jax.default_backend(), has_200=bench.has_200,
                    paper_comparable=comparable, methods={})
     results = []
     for name in names:
         res = run_method(name, bench, runs, seconds, seed, bohb_mode, query_seed, max_queries,
-                         n_workers=n_workers)
+                         n_workers=n_workers, objectives=objectives)
         results.append(res)
         summary["methods"][name] = s = summarize(res, bench.has_200, comparable)
         if s["truncated_runs"]:
@@ -334,5 +362,6 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         (out / "table3.md").write_text(table3_markdown(summary))
         plot_regret(results, seconds, out / "fig6_regret.png")
+        plot_hypervolume(results, seconds, out / "hypervolume.png")
         write_trajectories(results, out)
     return summary
