@@ -22,10 +22,12 @@ def test_notebook_is_committed_without_outputs():
 @needs_notebook_tools
 def test_notebook_queries_searches_and_fits_at_tiny_settings(tmp_path, monkeypatch):
     outputs, work = execute(NOTEBOOK, tmp_path, monkeypatch, {"NHB_NHB2_SIZE": "tiny"})
-    assert len(images(outputs)) == 2  # regret figure, surrogate scatter
+    # regret, regret with 1/4/16 workers, hypervolume, the table's front, surrogate scatter
+    assert len(images(outputs)) == 5
     text = stream_text(outputs)
     assert "SYNTHETIC demo table" in text and "queries/s" in text
     assert "best validation R^2 per member" in text
+    assert "mo_re: final hypervolume" in text and "front has" in text
     markdown = [o for o in outputs if "text/markdown" in o.get("data", {})]
     assert markdown and "rs" in markdown[0]["data"]["text/markdown"]
     assert not list(work.iterdir())

@@ -105,11 +105,13 @@ def plot_hypervolume(results: list[dict], budget: float, path: pathlib.Path,
         ax.fill_between(r["hv_times"], mean - half, mean + half, color=line.get_color(),
                         alpha=0.2)
     ax.axvline(budget, color="gray", ls=":", lw=1)
+    ax.set_xscale("log")
     ax.set_xlabel("simulated time (s)")
     objectives = " / ".join(results[0]["objectives"]) if results else ""
     ax.set_ylabel(f"mean hypervolume ({objectives}, normalised)")
-    ax.set_title("NAS-HPO-Bench-II: hypervolume of the full queries (95% CI of the mean)")
-    ax.grid(True, alpha=0.3)
+    ax.set_title("NAS-HPO-Bench-II: hypervolume of full queries (95% CI of the mean)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
