@@ -5,7 +5,9 @@ Budgets (hpbandster `HyperBand`/`BOHB`): `max_SH_iter = -int(log(min/max) / log(
 1.33 / 4 / 12 epochs, queried at `int(budget)` = 1 / 4 / 12 epochs (the reference worker's
 `iepoch=int(budget)`). Iteration i runs the bracket `s = max_SH_iter - 1 - i % max_SH_iter`
 with `n0 = ceil(floor(max_SH_iter / (s+1)) * eta^s)` configs and `ns = [max(int(n0 eta^-k), 1)]`
-per stage (9-3-1, 3-1, 3 for the reference), one query at a time (one worker):
+per stage (9-3-1, 3-1, 3 for the reference), one query at a time with one worker (the
+reference; with several, `ready` holds a stage's promotions until all its results are told:
+synchronous Hyperband, and results are stored in the order they finish):
 
 - a stage's configs are evaluated in creation order; a new config is sampled right before
   its evaluation (so a model sees every earlier result);
@@ -95,7 +97,7 @@ class HBState:
 
 @dataclasses.dataclass(frozen=True)
 class Hyperband(Strategy):
-    """Hyperband with uniform sampling (hpbandster `HyperBand`), one query at a time.
+    """Hyperband with uniform sampling (hpbandster `HyperBand`), stage by stage.
 
     Attributes:
         eta: halving rate.
