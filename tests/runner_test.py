@@ -1,4 +1,5 @@
-"""Tests for the simulated-time runner (nhb.search.base) and its randomness (nhb.search.rng)."""
+"""Tests for the simulated-time runner (nhb.search.runner, with nhb.search.base's helpers) and
+its randomness (nhb.search.rng)."""
 
 import dataclasses
 
@@ -9,7 +10,7 @@ import pytest
 
 from nhb import bench, search
 from nhb.bench.api import Benchmark
-from nhb.search import base, rng
+from nhb.search import base, rng, runner
 from nhb.space import nhb2
 
 nashpobench2api = pytest.importorskip("nashpobench2api")
@@ -176,11 +177,11 @@ def test_compiler_options_follow_the_strategy_and_backend():
     fast = search.compiler_options(search.make("rs"), "cpu")
     if not fast:
         pytest.skip("this jaxlib lacks the XLA:CPU options")
-    assert fast == base.CPU_FAST_COMPILE_OPTIONS
+    assert fast == runner.CPU_FAST_COMPILE_OPTIONS
     for name in ("re", "reinforce", "rs_re", "sh", "hyperband"):
         assert search.compiler_options(search.make(name), "cpu") == fast
     for name in ("bohb", "bohb_re"):  # the KDE needs optimised code
-        assert search.compiler_options(search.make(name), "cpu") == base.CPU_COMPILE_OPTIONS
+        assert search.compiler_options(search.make(name), "cpu") == runner.CPU_COMPILE_OPTIONS
 
 
 # ----------------------------------------------------------------- asynchronous workers

@@ -29,7 +29,7 @@ import numpy as np
 from nhb.models.hnag_init import fast_model
 from nhb.nago import graphs, memory
 from nhb.nago.config import STAGE_RATIOS, NAGOConfig
-from nhb.search.base import CPU_FAST_COMPILE_OPTIONS, cpu_options_supported
+from nhb.search.runner import CPU_FAST_COMPILE_OPTIONS, cpu_options_supported
 from nhb.space.generators import GeneratorSpace
 from nhb.train.engine import HParams, Protocol, TrainData, make_train
 from nhb.train.grid import resolve_sgd_loop
@@ -84,7 +84,7 @@ class Query:
 
 def compile_options(config: NAGOConfig) -> dict[str, Any] | None:
     """XLA options of a query's programs: on CPUs with `config.fast_compile`, the low
-    optimisation level (`nhb.search.base.CPU_FAST_COMPILE_OPTIONS`), since compiling a new
+    optimisation level (`nhb.search.runner.CPU_FAST_COMPILE_OPTIONS`), since compiling a new
     network for every query costs more than its few epochs of training there."""
     if config.fast_compile and jax.default_backend() == "cpu" and cpu_options_supported():
         return dict(CPU_FAST_COMPILE_OPTIONS)

@@ -15,7 +15,7 @@
 | mo_rs     | random search, scored by hypervolume (objective-agnostic: the same queries) |
 | mo_re     | multi-objective RE (population 20, sample 5, Pareto-rank tournament)        |
 
-`run`/`run_many` simulate searches (see `nhb.search.base`; `n_workers` asynchronous workers),
+`run`/`run_many` simulate searches (see `nhb.search.runner`; `n_workers` asynchronous workers),
 `score` gives Table 3's numbers and the regret, `hypervolume` the multi-objective scores
 (validation error, parameters, FLOPs, training time); `rng` is the cheap-to-compile
 randomness the strategies use; `synthetic` builds tables with a known optimum for testing
@@ -31,21 +31,14 @@ from __future__ import annotations
 
 from nhb.bench.subspace import SearchSpace
 from nhb.search import hypervolume, rng, sampling, synthetic
-from nhb.search.base import (
-    Scores,
-    Strategy,
-    Trajectory,
-    compiler_options,
-    run,
-    run_many,
-    score,
-)
+from nhb.search.base import Scores, Strategy, Trajectory, score
 from nhb.search.bohb import BOHB, BOHBParams
 from nhb.search.evolution import RegularizedEvolution
 from nhb.search.hyperband import Hyperband, SuccessiveHalving, schedule
 from nhb.search.mo_evolution import MORandomSearch, MORegularizedEvolution
 from nhb.search.random_search import RandomSearch
 from nhb.search.reinforce import Reinforce, ReinforceParams
+from nhb.search.runner import compiler_options, run, run_many
 from nhb.search.sequential import Sequential
 
 METHODS = ("rs", "re", "reinforce", "sh", "hyperband", "bohb", "rs_re", "bohb_re", "mo_rs",

@@ -124,7 +124,7 @@ class BOHB(Hyperband):
     max_obs: int = 128
     hpo_only: bool = False
     name = "bohb"
-    cheap_steps = False  # the KDE: optimised code (see `nhb.search.base.compiler_options`)
+    cheap_steps = False  # the KDE: optimised code (see `nhb.search.runner.compiler_options`)
 
     @property
     def cards(self) -> tuple[int, ...]:

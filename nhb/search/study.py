@@ -16,7 +16,7 @@ sequential baselines' HPO phase keeps the paper's share of it (`HPO_SHARE`: 5,00
 exactly 5,000 s at the paper's budget). The paper's Table 3 numbers are put beside ours only
 when the study is comparable (full space, 12 epochs, the paper's budget and official seed,
 one worker); otherwise `table3.md` says why they are left out. `n_workers` > 1 simulates
-asynchronous workers (`nhb.search.base`): the budget is then simulated wall-clock time.
+asynchronous workers (`nhb.search.runner`): the budget is then simulated wall-clock time.
 """
 
 from __future__ import annotations
