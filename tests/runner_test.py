@@ -290,3 +290,44 @@ def test_workers_hyperband_keeps_its_stages_and_ties_finish_in_dispatch_order():
     ref = event_loop(rng.step_key(key, 0), s, (), b, 0.0, q, 4)
     np.testing.assert_array_equal(four.index[0], ref["index"])
     np.testing.assert_array_equal(four.time[0], ref["time"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scripted(search.Strategy):
+    """Asks the configs of `lrs` in order (cell 0, batch size 0) at the full epoch."""
+
+    lrs: tuple[int, ...] = ()
+    space: bench.SearchSpace | None = None
+
+    def init(self, key, params):
+        return jnp.zeros((), jnp.int32)
+
+    def ask(self, key, state, params):
+        lr = jnp.asarray(self.lrs)[jnp.minimum(state, len(self.lrs) - 1)]
+        return nhb2.make(jnp.zeros(6, jnp.int8), lr, 0), jnp.int32(self.full_epoch), state + 1
+
+    def tell(self, state, cfg, fitness, params, cost=0.0):
+        return state
+
+    def done(self, state, params):
+        return state >= len(self.lrs)
+
+
+def test_a_tie_completes_the_first_dispatched_not_the_first_worker():
+    """Queries cost 10 s at lr index 0 and 20 s at 1. With 2 workers, query 0 (10 s, worker 0)
+    and 1 (20 s, worker 1) start at 0; query 2 (10 s) takes worker 0 at 10 s, so queries 1
+    and 2 both finish at 20 s: the first dispatched (1, on worker 1) completes first."""
+    t = bench.random_table(0, rows=[0], n_seeds=1, lr_indices=[0, 1], bs_indices=[0])
+    per_epoch = np.where(np.arange(2) == 0, 10.0, 20.0)[None, :, None, None, None] / 12
+    train = np.broadcast_to(per_epoch, t.metrics["train_time"].shape).astype(np.float32)
+    b = Benchmark(dataclasses.replace(t, metrics=dict(
+        t.metrics, train_time=train, valid_time=np.zeros_like(train))))
+    s = _Scripted(lrs=(0, 1, 0, 1))
+    tr = jax.tree.map(np.asarray, search.run_many(jax.random.key(0), s, (), b, 1e9, 1, 8,
+                                                  n_workers=2))
+    n = int(tr.n_queries[0])
+    lr_of = [int(nhb2.from_index(int(i)).lr) for i in tr.index[0, :n]]
+    np.testing.assert_allclose(tr.time[0, :n], [10, 20, 20, 40], rtol=1e-6)
+    assert lr_of == [0, 1, 0, 1]  # query 1 (lr 1) before query 2 (lr 0) at 20 s
+    ref = event_loop(jax.random.key(0), s, (), b, 1e9, 8, 2)
+    np.testing.assert_array_equal(tr.index[0, :n], ref["index"])
