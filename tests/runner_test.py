@@ -331,3 +331,20 @@ def test_a_tie_completes_the_first_dispatched_not_the_first_worker():
     assert lr_of == [0, 1, 0, 1]  # query 1 (lr 1) before query 2 (lr 0) at 20 s
     ref = event_loop(jax.random.key(0), s, (), b, 1e9, 8, 2)
     np.testing.assert_array_equal(tr.index[0, :n], ref["index"])
+
+
+def test_random_seed_mode_draws_each_querys_seed_from_its_dispatch_key():
+    """seed="random": query d reads the seed drawn by step_key(step_key(run key, d), 1)."""
+    t = bench.random_table(5, rows=list(range(0, 1011, 50)), n_seeds=3)
+    b = Benchmark(t)
+    s = search.make("rs")
+    key = jax.random.key(4)
+    tr = jax.tree.map(np.asarray, search.run_many(key, s, (), b, 5000.0, 1, 60, "random"))
+    n, k = int(tr.n_queries[0]), rng.step_key(key, 0)
+    cfg = nhb2.from_index(jnp.asarray(tr.index[0, :n]))
+    keys = [rng.step_key(rng.step_key(k, d), 1) for d in range(n)]
+    want = [float(b.query(jax.tree.map(lambda a, d=d: a[d], cfg), int(tr.epoch[0, d]),
+                          seed="random", key=keys[d]).valid_acc) for d in range(n)]
+    np.testing.assert_array_equal(tr.valid_acc[0, :n], want)
+    official = np.asarray(b.query(cfg, 12).valid_acc)
+    assert n > 5 and np.mean(official != tr.valid_acc[0, :n]) > 0.3
