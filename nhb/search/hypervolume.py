@@ -50,8 +50,12 @@ REF_MARGIN = 0.1  # reference point: worst value of the space + 10 % of the rang
 _TIME_BATCH = 16  # times evaluated together by `hypervolume_over_time` (bounds its memory)
 
 
-def check_objectives(objectives: Sequence[str], n: int | None = None) -> tuple[str, ...]:
-    """The objective names as a tuple, checked (known, distinct; `n` of them if given)."""
+def check_objectives(objectives: Sequence[str] | str,
+                     n: int | None = None) -> tuple[str, ...]:
+    """The objective names (a sequence or a comma-separated string) as a tuple, checked
+    (known, distinct; `n` of them if given)."""
+    if isinstance(objectives, str):
+        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
     names = tuple(objectives)
     bad = [o for o in names if o not in OBJECTIVES]
     if bad or len(set(names)) != len(names) or not names or (n is not None and len(names) != n):

@@ -46,7 +46,7 @@ from flax import struct
 
 from nhb.bench.api import Benchmark
 from nhb.search import rng
-from nhb.search.base import Strategy, Trajectory, clock_add, clock_before
+from nhb.search.base import Strategy, Trajectory, clock_add, clock_before, put
 from nhb.space import nhb2
 
 
@@ -112,6 +112,13 @@ def _bind(strategy: Strategy, bench: Benchmark) -> Strategy:
     return strategy
 
 
+def check_workers(n_workers: int) -> int:
+    """`n_workers` as an int, checked (a positive integer)."""
+    if int(n_workers) != n_workers or int(n_workers) < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+    return int(n_workers)
+
+
 def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark,
               budget: float | jax.Array, max_queries: int, seed: str | int,
               loop: str, n_workers: int = 1) -> Trajectory:
@@ -127,8 +134,7 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
     """
     if loop not in ("while", "scan"):
         raise ValueError(f"loop {loop!r} is invalid; valid choices: ['while', 'scan']")
-    if int(n_workers) < 1:
-        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+    check_workers(n_workers)
     strategy = _bind(strategy, bench)
     budget = jnp.asarray(budget, jnp.float32)
     q, w_n = max_queries, int(n_workers)
@@ -143,12 +149,11 @@ def _simulate(keys: jax.Array, strategy: Strategy, params: Any, bench: Benchmark
         free = ~r.busy
         go = wants & (r.d < q) & jnp.any(free) & strategy.ready(r.state, params)
         cfg, epoch, state = strategy.ask(rng.step_key(r.key, r.d), r.state, params)
-        hit = (slot == jnp.argmax(free)) & go
-        set_ = lambda a, v: jnp.where(hit.reshape(hit.shape + (1,) * (a.ndim - 1)),
-                                      jnp.asarray(v, a.dtype), a)
+        w = jnp.argmax(free)
+        set_ = lambda a, v: put(a, w, v, go)
         return r.replace(
             state=jax.tree.map(lambda a, b: jnp.where(go, a, b), state, r.state),
-            d=r.d + go, wants=wants, busy=r.busy | hit, fresh=r.fresh | hit,
+            d=r.d + go, wants=wants, busy=set_(r.busy, True), fresh=set_(r.fresh, True),
             f_hi=set_(r.f_hi, r.t_hi), f_lo=set_(r.f_lo, r.t_lo), qid=set_(r.qid, r.d),
             cfg=jax.tree.map(set_, r.cfg, cfg), epoch=set_(r.epoch, epoch))
 

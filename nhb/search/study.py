@@ -36,6 +36,7 @@ from nhb.search import METHODS, PAPER_METHODS, Sequential, make, run_many, score
 from nhb.search.hypervolume import DEFAULT_OBJECTIVES, check_objectives, hypervolume_over_time
 from nhb.search.mo_evolution import MORegularizedEvolution
 from nhb.search.report import plot_hypervolume, plot_regret, regret_curve, write_trajectories
+from nhb.search.runner import check_workers
 
 PAPER_BUDGET = 20000.0
 HPO_SHARE = 0.25  # rs_re / bohb_re: 5,000 s of HPO out of 20,000 s
@@ -321,13 +322,10 @@ def run_study(bench: Benchmark, methods: Sequence[str] | str = PAPER_METHODS, ru
         The summary dict (as summary.json): table, space, budget, per-method statistics.
     """
     names = parse_methods(methods)
-    if isinstance(objectives, str):
-        objectives = [o.strip() for o in objectives.split(",") if o.strip()]
     objectives = check_objectives(objectives, 2)
     query_seed = parse_seed(query_seed)
     seconds, how = resolve_budget(bench, budget, n_queries, query_seed)
-    if int(n_workers) < 1:
-        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+    n_workers = check_workers(n_workers)
     comparable = paper_comparable(bench, seconds, query_seed) and n_workers == 1
     if bohb_mode is None:
         bohb_mode = "faithful" if comparable else "budget"
